@@ -1,0 +1,38 @@
+# The two commands of the README. Each does all of its own set-up on a fresh Debian machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= build/demo
+
+.PHONY: demo test lint venv mosquitto clean bench
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,hil]'
+	touch $(STAMP)
+
+# A private broker is started by the tests and the demo; the binary comes from Debian.
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || { \
+	  echo "mosquitto not found: installing it from Debian (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients) \
+	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients); }
+
+demo: venv mosquitto
+	$(VENV)/bin/evse-hil run hil/scenarios/demo.yaml --out $(OUT)
+
+lint: venv
+	$(PY) -m ruff check agent drivers hil tests
+	$(PY) -m mypy agent drivers
+
+test: venv mosquitto lint
+	$(PY) -m pytest -q
+
+bench: venv mosquitto
+	$(VENV)/bin/evse-hil bench
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .hypothesis

@@ -1,0 +1,232 @@
+"""Configuration: one pydantic model, loaded from YAML, with errors that name the key and the fix.
+
+Every key is documented in ``config/evse-agent.example.yaml``. The models only validate; building
+drivers, buses and the core's settings from them is the shell's job (``agent.shell.wiring``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SerialBus(_Strict):
+    """An RS-485 (or UART) port; one transaction at a time."""
+
+    kind: Literal["serial"] = "serial"
+    port: str
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    timeout_ms: Annotated[int, Field(ge=5, le=5000)] = 100
+    device_latency_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    max_words_per_read: Annotated[int, Field(ge=2, le=125)] = 16
+
+
+class TcpBus(_Strict):
+    """A Modbus TCP endpoint (a gateway or a TCP meter)."""
+
+    kind: Literal["tcp"] = "tcp"
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    timeout_ms: Annotated[int, Field(ge=5, le=5000)] = 200
+    device_latency_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
+    max_words_per_read: Annotated[int, Field(ge=2, le=125)] = 64
+
+
+Bus = Annotated[SerialBus | TcpBus, Field(discriminator="kind")]
+
+
+class PilotBoardConfig(_Strict):
+    bus: str
+    unit: Annotated[int, Field(ge=1, le=247)] = 1
+    poll_ms: Annotated[float, Field(ge=2, le=100)] = 10.0
+    watchdog_ms: Annotated[int, Field(ge=0, le=60000)] = 3000
+    heartbeat_ms: Annotated[int, Field(ge=50, le=30000)] = 1000
+
+
+class RelayBoardConfig(_Strict):
+    bus: str
+    unit: Annotated[int, Field(ge=1, le=247)] = 2
+    contactor_coil: Annotated[int, Field(ge=0)] = 0
+    lock_coil: Annotated[int, Field(ge=0)] = 1
+    contactor_feedback_input: Annotated[int, Field(ge=0)] = 0
+    lock_feedback_input: Annotated[int, Field(ge=0)] = 1
+    poll_ms: Annotated[float, Field(ge=10, le=2000)] = 100.0
+
+
+class MeterRegisterConfig(_Strict):
+    """One register of a meter described entirely in config (model: custom)."""
+
+    name: str
+    address: Annotated[int, Field(ge=0, le=0xFFFF)]
+    function: Literal[3, 4] = 4
+    type: Literal["u16", "i16", "u32", "i32", "f32"] = "f32"
+    word_order: Literal["big", "little"] = "big"
+    scale: float = 1.0
+    unit: str = ""
+
+
+class MeterConfig(_Strict):
+    bus: str
+    unit: Annotated[int, Field(ge=1, le=247)] = 1
+    model: str = "ddsu666"
+    poll_ms: Annotated[float, Field(ge=100, le=60000)] = 1000.0
+    registers: list[MeterRegisterConfig] | None = None
+
+    @model_validator(mode="after")
+    def _custom_needs_registers(self) -> MeterConfig:
+        if self.model == "custom" and not self.registers:
+            raise ValueError("model 'custom' needs a 'registers' list (name, address, type ...)")
+        if self.model != "custom" and self.registers:
+            raise ValueError("'registers' is only for model 'custom'; remove it or set model")
+        return self
+
+
+class ConnectorConfig(_Strict):
+    id: Annotated[int, Field(ge=1, le=16)] = 1
+    connection: Literal["socket", "cable"] = "socket"
+    rated_current_a: Annotated[float, Field(ge=6, le=80)] = 32.0
+    cable_rating_a: Annotated[float, Field(ge=6, le=80)] | None = None
+    phases: Literal[1, 3] = 1
+    nominal_voltage_v: Annotated[float, Field(ge=100, le=400)] = 220.0
+    local_limit_a: Annotated[float, Field(ge=0, le=80)] | None = None
+    authorisation: Literal["auto", "remote"] = "auto"
+    pilot_board: PilotBoardConfig
+    relay_board: RelayBoardConfig
+    meter: MeterConfig
+
+    @model_validator(mode="after")
+    def _cable_rating(self) -> ConnectorConfig:
+        if self.connection == "cable" and self.cable_rating_a is None:
+            raise ValueError("connection 'cable' needs cable_rating_a (the fixed cable's rating)")
+        return self
+
+
+class SafetyConfig(_Strict):
+    """Reaction parameters of the pilot state machine (defaults from gbt18487.md)."""
+
+    debounce_samples: Annotated[int, Field(ge=1, le=5)] = 2
+    reaction_budget_ms: Annotated[float, Field(gt=0, le=100)] = 100.0
+    contactor_feedback_timeout_ms: Annotated[float, Field(ge=20, le=5000)] = 500.0
+    lock_timeout_ms: Annotated[float, Field(ge=50, le=5000)] = 1000.0
+    lock_release_s: Annotated[float, Field(gt=0, le=5)] = 5.0
+    overcurrent_abs_margin_a: Annotated[float, Field(ge=0, le=10)] = 2.0
+    overcurrent_rel_margin: Annotated[float, Field(ge=0, le=0.5)] = 0.10
+    overcurrent_persist_s: Annotated[float, Field(ge=1, le=5)] = 5.0
+    meter_grace_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+    pilot_lost_ms: Annotated[float, Field(ge=20, le=1000)] = 60.0
+    pilot_frozen_ms: Annotated[float, Field(ge=20, le=2000)] = 100.0
+    relay_lost_ms: Annotated[float, Field(ge=100, le=10000)] = 1000.0
+    pause_open_timeout_s: Annotated[float, Field(ge=0.5, le=10)] = 3.0
+    contactor_min_off_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    contactor_max_cycles_per_hour: Annotated[int, Field(ge=1, le=600)] = 20
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class AgentConfig(_Strict):
+    device_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    profile: Literal["gbt18487-2015", "iec61851"] = "gbt18487-2015"
+    state_dir: Path = Path("/var/lib/evse-agent")
+    status_file: Path | None = None
+    buses: dict[str, Bus]
+    connectors: list[ConnectorConfig]
+    safety: SafetyConfig = SafetyConfig()
+    logging: LoggingConfig = LoggingConfig()
+    mqtt: dict[str, Any] | None = None
+
+    @field_validator("connectors")
+    @classmethod
+    def _unique_connectors(cls, value: list[ConnectorConfig]) -> list[ConnectorConfig]:
+        if not value:
+            raise ValueError("at least one connector is needed")
+        ids = [c.id for c in value]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"connector ids must be unique, got {ids}")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> AgentConfig:
+        used: dict[tuple[str, int], str] = {}
+        for conn in self.connectors:
+            refs = (
+                ("pilot_board", conn.pilot_board.bus, conn.pilot_board.unit),
+                ("relay_board", conn.relay_board.bus, conn.relay_board.unit),
+                ("meter", conn.meter.bus, conn.meter.unit),
+            )
+            for what, bus, unit in refs:
+                where = f"connectors[{conn.id}].{what}"
+                if bus not in self.buses:
+                    known = ", ".join(sorted(self.buses)) or "none"
+                    raise ValueError(f"{where}.bus: unknown bus {bus!r} (defined: {known})")
+                if (bus, unit) in used:
+                    raise ValueError(
+                        f"{where}.unit: unit {unit} on bus {bus!r} is already {used[(bus, unit)]}"
+                    )
+                used[(bus, unit)] = where
+        return self
+
+    def status_path(self) -> Path:
+        return self.status_file or self.state_dir / "status.json"
+
+
+_FIXES = {
+    "missing": "add this key",
+    "extra_forbidden": "remove this key (misspelt? see config/evse-agent.example.yaml)",
+    "literal_error": "use one of the allowed values",
+    "greater_than_equal": "raise the value",
+    "less_than_equal": "lower the value",
+    "greater_than": "raise the value",
+    "less_than": "lower the value",
+}
+
+
+def _format_errors(exc: ValidationError) -> list[tuple[str, str, str]]:
+    out = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        out.append((key or "(top level)", err["msg"], _FIXES.get(err["type"], "")))
+    return out
+
+
+def parse_config(data: Any, *, source: str = "<config>") -> AgentConfig:
+    """Validate a config mapping; every problem is listed with its key and a fix."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys", key="(top level)")
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = _format_errors(exc)
+        lines = [f"  {key}: {msg}" + (f" -> {fix}" if fix else "") for key, msg, fix in problems]
+        error = ConfigError(f"{source}: {len(problems)} problem(s)\n" + "\n".join(lines))
+        error.problems = problems
+        raise error from exc
+
+
+def load_config(path: str | os.PathLike[str]) -> AgentConfig:
+    """Read and validate a YAML config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {p} not found", key="(file)", fix="pass -c PATH") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}", key="(file)") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}", key="(file)") from exc
+    return parse_config(data, source=str(p))
