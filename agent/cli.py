@@ -1,0 +1,128 @@
+"""``evse-agent``: run the agent, check a config, talk to a running agent.
+
+    evse-agent run -c FILE             run (under systemd: Type=notify)
+    evse-agent check-config FILE       validate; print each bus's schedule and reaction bound
+    evse-agent status [-c FILE]        live state of a running agent
+    evse-agent limit A|none [-c FILE] [--connector N]   local limit input
+    evse-agent start|stop|reset [-c FILE] [--connector N] [--id-tag TAG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent import localapi
+from agent.config import AgentConfig, load_config
+from agent.errors import AgentError, ConfigError
+
+DEFAULT_CONFIG = "/etc/evse-agent/evse-agent.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evse-agent", description="EVSE edge agent")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    chk = sub.add_parser("check-config", help="validate a config and print its reaction bound")
+    chk.add_argument("file")
+    chk.add_argument("--json", action="store_true", help="machine-readable output")
+    for name, helptext in (
+        ("status", "show the live state of a running agent"),
+        ("limit", "set (or clear with 'none') the local current limit of a connector"),
+        ("start", "authorise charging on a connector (authorisation: remote)"),
+        ("stop", "stop charging on a connector"),
+        ("reset", "reset a latched fault once its cause is gone"),
+    ):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+        if name != "status":
+            sp.add_argument("--connector", type=int, default=1)
+        if name == "limit":
+            sp.add_argument("amps", help="limit in A, or 'none'")
+        if name == "start":
+            sp.add_argument("--id-tag", default=None)
+        if name == "status":
+            sp.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args.config)
+        if args.command == "check-config":
+            return _check_config(args.file, as_json=args.json)
+        return _local(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(path: str) -> int:
+    from agent.logsetup import configure_logging
+    from agent.shell.app import run_agent
+
+    config = load_config(path)
+    configure_logging(config.logging.level)
+    asyncio.run(run_agent(config))
+    return 0
+
+
+def _check_config(path: str, *, as_json: bool) -> int:
+    from agent.schedule import analyse, render
+
+    config = load_config(path)
+    report = analyse(config)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(render(report))
+    return 0 if report.ok else 3
+
+
+def _local(args: argparse.Namespace) -> int:
+    config: AgentConfig = load_config(args.config)
+    sock = localapi.socket_path(config.state_dir)
+    req: dict[str, Any] = {"cmd": args.command}
+    if args.command != "status":
+        req["connector"] = args.connector
+    if args.command == "limit":
+        req["limit_a"] = None if args.amps.lower() == "none" else float(args.amps)
+    if args.command == "start":
+        req["id_tag"] = args.id_tag
+    reply = localapi.request(Path(sock), req)
+    if args.command == "status" and not getattr(args, "json", False) and reply.get("ok"):
+        print(_render_status(reply))
+    else:
+        print(json.dumps(reply, indent=2))
+    return 0 if reply.get("ok") else 1
+
+
+def _render_status(st: dict[str, Any]) -> str:
+    lines = [f"device {st['deviceId']}  pid {st['pid']}  ready {st['ready']}  "
+             f"up {st['uptimeS']} s"]
+    for c in st["connectors"]:
+        meter = c.get("meter") or {}
+        lines.append(
+            f"  connector {c['connector']}: {c['state']:<9} EV {c['evLevel'] or '-':<8} "
+            f"CP {c['cpMv']} mV  offered {c['offeredCurrentA']} A  "
+            f"contactor cmd={'closed' if c['contactorCommanded'] else 'open'} "
+            f"fb={c['contactorFeedback']}  I={meter.get('currentA')} A  "
+            f"E={meter.get('energyImportWh')} Wh  faults={c['faults'] or 'none'}"
+        )
+    for name, bus in st.get("buses", {}).items():
+        lines.append(f"  bus {name}: {bus}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Config validation: the example is valid; errors name the key and the fix."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.config import load_config, parse_config
+from agent.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "evse-agent.example.yaml"
+
+
+@pytest.fixture
+def example() -> dict[str, Any]:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_example_is_valid() -> None:
+    cfg = load_config(EXAMPLE)
+    assert cfg.profile == "gbt18487-2015"
+    assert set(cfg.buses) == {"control", "meter"}
+    assert cfg.connectors[0].meter.model == "ddsu666"
+
+
+def _problems(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    return info.value.problems
+
+
+def test_unknown_key_is_named_with_a_fix(example: dict[str, Any]) -> None:
+    example["safety"]["debounce_sampels"] = 2
+    (key, _msg, fix), = _problems(example)
+    assert key == "safety.debounce_sampels"
+    assert "remove" in fix
+
+
+def test_out_of_range_value(example: dict[str, Any]) -> None:
+    example["connectors"][0]["pilot_board"]["poll_ms"] = 500
+    (key, _msg, fix), = _problems(example)
+    assert key == "connectors.0.pilot_board.poll_ms"
+    assert fix == "lower the value"
+
+
+def test_unknown_bus_reference(example: dict[str, Any]) -> None:
+    example["connectors"][0]["meter"]["bus"] = "rs485-2"
+    (_key, msg, _fix), = _problems(example)
+    assert "unknown bus 'rs485-2'" in msg and "control, meter" in msg
+
+
+def test_unit_collision_on_a_bus(example: dict[str, Any]) -> None:
+    example["connectors"][0]["relay_board"]["unit"] = 1
+    (_key, msg, _fix), = _problems(example)
+    assert "already" in msg
+
+
+def test_custom_meter_needs_registers(example: dict[str, Any]) -> None:
+    bad = copy.deepcopy(example)
+    bad["connectors"][0]["meter"]["model"] = "custom"
+    assert "registers" in _problems(bad)[0][1]
+
+
+def test_cable_connection_needs_rating(example: dict[str, Any]) -> None:
+    example["connectors"][0]["connection"] = "cable"
+    assert "cable_rating_a" in _problems(example)[0][1]
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("buses: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
