@@ -8,7 +8,7 @@ Encoding and decoding of multi-word values is delegated to pymodbus's own conver
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Literal
@@ -100,7 +100,7 @@ class Register:
             return [1 if value else 0]
         raw = value / self.scale if self.scale != 1.0 else value
         if self.dtype is not DataType.F32:
-            raw = int(round(raw))
+            raw = round(raw)
         return list(
             ModbusClientMixin.convert_to_registers(
                 raw, _PYMODBUS_TYPE[self.dtype], word_order=self.word_order
@@ -135,7 +135,7 @@ class RegisterMap:
     def __getitem__(self, name: str) -> Register:
         return self.by_name[name]
 
-    def __iter__(self) -> Iterable[Register]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Register]:
         return iter(self.registers)
 
     def blocks(

@@ -27,7 +27,7 @@ def sd_notify(message: str) -> bool:
 
 
 def watchdog_interval_s() -> float | None:
-    """Half the systemd watchdog period, or None when the watchdog is off or meant for another PID."""
+    """Half the systemd watchdog period; None when it is off or meant for another PID."""
     usec = os.environ.get("WATCHDOG_USEC")
     pid = os.environ.get("WATCHDOG_PID")
     if not usec or (pid and pid != str(os.getpid())):

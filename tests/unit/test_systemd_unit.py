@@ -1,4 +1,4 @@
-"""The shipped unit: Type=notify with a watchdog, non-root, and hardened (issue: exposure <= 1.5)."""
+"""The shipped unit: Type=notify, watchdog, non-root, hardened (exposure <= 1.5)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,200 @@
+"""Fault detection, latching and clearing for the pilot machine (pure; time is an argument).
+
+Each step the machine calls :meth:`FaultWatch.evaluate` *before* its triggers run, so a fault
+seen in a step makes that same step's first action the contactor open. A fault is raised once
+(``FaultRaised``) and stays in ``active`` until its ``ClearPolicy`` (``agent.faults``) allows:
+
+- the cause must be gone (re-checked every step from the latest inputs);
+- ``CAUSE_GONE``: that is enough;
+- ``UNPLUG_OR_RESET``: and the CP is in state 1 (nothing connected) or a reset is recent;
+- ``RESET_ONLY``: and a reset is recent (``reset_window_s``);
+- ``RESTART``: never (a new machine is needed).
+
+The board's status bits latch in hardware until ``fault_reset``; the core latches its own copy,
+so it asks the board to reset (``ResetBoardFaults``) at most every ``board_reset_interval_s``
+while a latched bit still shows. The board only clears bits whose cause has gone, so this
+turns the bit into "cause present now" without ever clearing the core's latch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from agent.faults import FAULTS, ClearPolicy, FaultCode
+from agent.pilot.classifier import CONNECTED_LEVELS, CcState, CpLevel
+from agent.pilot.events import Action, FaultCleared, FaultRaised, RelaySampled
+from agent.pilot.settings import PilotSettings
+
+if TYPE_CHECKING:
+    from agent.pilot.facts import PilotFacts
+
+__all__ = ["STATUS_FAULTS", "FaultWatch"]
+
+# Pilot board status bits (hardware.md; copy of drivers/board_maps.PilotStatus).
+STATUS_FAULTS: tuple[tuple[int, FaultCode], ...] = (
+    (1 << 0, FaultCode.RCD_TRIP),
+    (1 << 1, FaultCode.PE_LOSS),
+    (1 << 2, FaultCode.OVERTEMP),
+    (1 << 3, FaultCode.ESTOP),
+    (1 << 4, FaultCode.PILOT_BOARD_FAILSAFE),
+    (1 << 5, FaultCode.PILOT_SELFTEST_FAIL),
+)
+_BAD_CC = frozenset({CcState.OPEN, CcState.SHORT, CcState.OUT_OF_RANGE})
+_EVENT_ONLY = frozenset({FaultCode.CONTACTOR_NO_CLOSE, FaultCode.LOCK_FAILED})
+
+
+class FaultWatch:
+    """The latched fault set of one machine."""
+
+    def __init__(self, settings: PilotSettings) -> None:
+        self._s = settings
+        self._active: dict[FaultCode, str] = {}
+        self._raised_now: set[FaultCode] = set()
+        self._reset_until = float("-inf")
+        self._reset_pending = False
+        self._board_reset_at = float("-inf")
+
+    @property
+    def active(self) -> frozenset[FaultCode]:
+        return frozenset(self._active)
+
+    def detail(self, code: FaultCode) -> str | None:
+        return self._active.get(code)
+
+    def raise_(self, m: PilotFacts, code: FaultCode, detail: str, notes: list[Action]) -> None:
+        if code in self._active:
+            return
+        self._active[code] = detail
+        self._raised_now.add(code)
+        notes.append(FaultRaised(code, detail))
+        m.fault_tripped()
+
+    def latch_internal(self, detail: str) -> None:
+        """The machine caught a bug: latch ``INTERNAL_ERROR`` (clears only by restart)."""
+        self._active[FaultCode.INTERNAL_ERROR] = detail
+
+    def reset_requested(self, now: float) -> None:
+        self._reset_until = now + self._s.reset_window_s
+        self._reset_pending = True
+
+    # --- detection -----------------------------------------------------------------------
+
+    def on_relay(
+        self, m: PilotFacts, ev: RelaySampled, now: float, notes: list[Action]
+    ) -> None:
+        """Feedback checks that need the sample before it updates the machine's view."""
+        c, lock = m.contactor, m.lock
+        if c.commanded and c.confirmed and not ev.contactor_closed:
+            detail = "contactor dropped out while closed"
+            self.raise_(m, FaultCode.CONTACTOR_NO_CLOSE, detail, notes)
+        if not c.commanded and ev.contactor_closed and now - c.commanded_at >= c.timeout_s:
+            self.raise_(
+                m, FaultCode.CONTACTOR_WELDED,
+                f"mirror contact closed {now - c.commanded_at:.3f} s after the open", notes,
+            )
+        if lock.commanded and lock.confirmed and not ev.lock_engaged:
+            self.raise_(m, FaultCode.LOCK_FAILED, "lock feedback lost while engaged", notes)
+
+    def _causes(self, m: PilotFacts, now: float) -> dict[FaultCode, str]:
+        """Faults whose cause is present now (condition faults)."""
+        pilot, frozen, relay = m.liveness
+        causes: dict[FaultCode, str] = {}
+        if relay.lost(now):
+            causes[FaultCode.RELAY_BOARD_LOST] = f"no relay sample for {now - relay.last_ok:.3f} s"
+        if pilot.lost(now):
+            causes[FaultCode.PILOT_BOARD_LOST] = f"no pilot sample for {now - pilot.last_ok:.3f} s"
+            return causes
+        if frozen.lost(now):
+            causes[FaultCode.PILOT_BOARD_FROZEN] = (
+                f"sample_seq unchanged for {now - frozen.last_ok:.3f} s"
+            )
+        level = m.ev_level
+        if level is CpLevel.SHORT:
+            causes[FaultCode.CP_SHORT] = "CP about 0 V"
+        elif level in (CpLevel.INVALID, CpLevel.NEGATIVE):
+            causes[FaultCode.CP_INVALID] = f"CP level {level.value}"
+        for bit, code in STATUS_FAULTS:
+            if m.status_bits & bit:
+                causes[code] = f"board status bit 0x{bit:02x}"
+        if m.diode_bad:
+            causes[FaultCode.DIODE_FAULT] = "negative plateau above the diode limit"
+        cc = m.cc_stable
+        if (
+            self._s.connection == "socket" and level in CONNECTED_LEVELS
+            and cc is not None and cc.state in _BAD_CC
+        ):
+            causes[FaultCode.CC_INVALID] = f"CC {cc.state.value}"
+        return causes
+
+    def evaluate(self, m: PilotFacts, now: float, notes: list[Action]) -> None:
+        """Raise what is present, then clear what may clear."""
+        self._raised_now.clear()
+        causes = self._causes(m, now)
+        for code, detail in causes.items():
+            self.raise_(m, code, detail, notes)
+        if m.meter_lost(now) and (m.contactor.commanded or m.wants_power()):
+            self.raise_(m, FaultCode.METER_LOST, "meter silent beyond the grace time", notes)
+        c, lock = m.contactor, m.lock
+        if c.commanded and c.overdue(now):
+            self.raise_(
+                m, FaultCode.CONTACTOR_NO_CLOSE, "no mirror contact within the timeout", notes
+            )
+        if lock.commanded and lock.overdue(now):
+            self.raise_(m, FaultCode.LOCK_FAILED, "no lock feedback within the timeout", notes)
+        if c.commanded and m.overcurrent.tripped(now):
+            detail = f"above {m.overcurrent.threshold(now):.1f} A for the persistence time"
+            self.raise_(m, FaultCode.OVERCURRENT, detail, notes)
+        self._clear(m, now, causes, notes)
+
+    def _present(
+        self, m: PilotFacts, code: FaultCode, now: float, causes: set[FaultCode]
+    ) -> bool:
+        if code is FaultCode.METER_LOST:
+            return m.meter_lost(now)
+        if code is FaultCode.OVERCURRENT:
+            return m.overcurrent.since is not None
+        if code is FaultCode.CONTACTOR_WELDED:
+            return m.contactor.commanded or m.contactor.fb is not False
+        if code in _EVENT_ONLY:
+            return False
+        if code is FaultCode.INTERNAL_ERROR:
+            return True
+        # Condition faults: while the pilot board is silent their cause is unknown -> present.
+        return code in causes or FaultCode.PILOT_BOARD_LOST in causes
+
+    def _clear(
+        self, m: PilotFacts, now: float, causes: dict[FaultCode, str], notes: list[Action]
+    ) -> None:
+        reset = now <= self._reset_until
+        unplugged = m.ev_level is CpLevel.STATE_1 and m.pilot_fresh(now)
+        for code in sorted(self._active):
+            if code in self._raised_now or self._present(m, code, now, set(causes)):
+                continue
+            policy = FAULTS[code].clear
+            if (
+                policy is ClearPolicy.CAUSE_GONE
+                or (policy is ClearPolicy.UNPLUG_OR_RESET and (reset or unplugged))
+                or (policy is ClearPolicy.RESET_ONLY and reset)
+            ):
+                del self._active[code]
+                notes.append(FaultCleared(code))
+
+    # --- board reset and deadlines ---------------------------------------------------------
+
+    def _bits_latched(self, m: PilotFacts) -> bool:
+        return any(m.status_bits & bit and code in self._active for bit, code in STATUS_FAULTS)
+
+    def board_reset_due(self, m: PilotFacts, now: float) -> bool:
+        """Whether to emit ``ResetBoardFaults`` now (records that it was emitted)."""
+        due = self._reset_pending or (
+            self._bits_latched(m) and now - self._board_reset_at >= self._s.board_reset_interval_s
+        )
+        if due:
+            self._reset_pending = False
+            self._board_reset_at = now
+        return due
+
+    def deadline(self, m: PilotFacts, now: float) -> float | None:
+        if self._bits_latched(m):
+            return self._board_reset_at + self._s.board_reset_interval_s
+        return None

@@ -1,0 +1,133 @@
+"""Small pure watchers the machine composes: link liveness, contactor/lock feedback, anti-flap,
+overcurrent. Each takes ``now`` as an argument and exposes its next deadline.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["AntiFlap", "Feedback", "Liveness", "Overcurrent"]
+
+
+@dataclass(slots=True)
+class Liveness:
+    """"No good answer for ``limit_s``" watcher (pilot board, relay board, meter grace)."""
+
+    limit_s: float
+    last_ok: float = 0.0
+
+    def ok(self, now: float) -> None:
+        self.last_ok = now
+
+    def lost(self, now: float) -> bool:
+        return now - self.last_ok >= self.limit_s
+
+    @property
+    def deadline(self) -> float:
+        return self.last_ok + self.limit_s
+
+
+@dataclass(slots=True)
+class Feedback:
+    """A commanded binary output (contactor, lock) and its feedback input.
+
+    ``confirmed``: the last feedback sample, taken in a later step than the command, shows the
+    commanded position; ``fb`` is the last feedback seen (None: none yet).
+    """
+
+    timeout_s: float
+    commanded: bool = False
+    commanded_at: float = 0.0
+    fb: bool | None = None
+    fresh: bool = False  # a feedback sample arrived since the last command
+    confirmed: bool = False
+
+    def command(self, on: bool, now: float) -> None:
+        self.commanded, self.commanded_at = on, now
+        self.fresh = self.confirmed = False
+
+    def sample(self, value: bool) -> None:
+        self.fb, self.fresh = value, True
+        self.confirmed = value == self.commanded
+
+    def overdue(self, now: float) -> bool:
+        """The command is older than the timeout and not confirmed."""
+        return not self.confirmed and now - self.commanded_at >= self.timeout_s
+
+    @property
+    def deadline(self) -> float:
+        return self.commanded_at + self.timeout_s
+
+
+@dataclass(slots=True)
+class AntiFlap:
+    """Contactor anti-flapping: a minimum off time (waived when the EV opened via S2 or the
+    plug) and a cap on closes per rolling hour."""
+
+    min_off_s: float
+    max_per_hour: int
+    opened_at: float | None = None
+    waived: bool = True
+    closes: deque[float] = field(default_factory=deque)
+
+    def opened(self, now: float, by_vehicle: bool) -> None:
+        self.opened_at, self.waived = now, by_vehicle
+
+    def closed(self, now: float) -> None:
+        self.closes.append(now)
+
+    def ready_at(self, now: float) -> float:
+        """Earliest time a close is allowed (<= now: allowed now)."""
+        while self.closes and now - self.closes[0] >= 3600.0:
+            self.closes.popleft()
+        at = now
+        if self.opened_at is not None and not self.waived:
+            at = max(at, self.opened_at + self.min_off_s)
+        if len(self.closes) >= self.max_per_hour:
+            at = max(at, self.closes[-self.max_per_hour] + 3600.0)
+        return at
+
+    def allows(self, now: float) -> bool:
+        return self.ready_at(now) <= now
+
+
+@dataclass(slots=True)
+class Overcurrent:
+    """Measured current above ``max(ref + abs, ref * (1 + rel))`` continuously for
+    ``persist_s``. After a cut of the offer the previous (higher) offer stays the reference
+    for ``follow_s``: the vehicle may take that long to follow a new duty."""
+
+    abs_margin_a: float
+    rel_margin: float
+    persist_s: float
+    follow_s: float
+    since: float | None = None
+    offer_a: float = 0.0
+    previous_a: float = 0.0
+    previous_until: float = 0.0
+
+    def offer(self, amps: float, now: float) -> None:
+        if amps < self.offer_a:
+            self.previous_a, self.previous_until = self.offer_a, now + self.follow_s
+        self.offer_a = amps
+
+    def threshold(self, now: float) -> float:
+        ref = self.offer_a
+        if now < self.previous_until:
+            ref = max(ref, self.previous_a)
+        return max(ref + self.abs_margin_a, ref * (1.0 + self.rel_margin))
+
+    def measure(self, amps: float, now: float) -> None:
+        if amps > self.threshold(now):
+            if self.since is None:
+                self.since = now
+        else:
+            self.since = None
+
+    def tripped(self, now: float) -> bool:
+        return self.since is not None and now - self.since >= self.persist_s
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.since is None else self.since + self.persist_s

@@ -1,0 +1,236 @@
+"""What each bus carries, and the reaction time that schedule guarantees (``check-config``).
+
+For every connector the bound is "CP change -> contactor-open frame complete on the wire"
+(``drivers.linetime.worst_case_reaction``). Every lower-priority transaction is counted at its
+*failure* occupancy (request + timeout + drain), because a silent meter is exactly when an
+installer needs the promise to hold. A config whose bound exceeds the budget (100 ms, the
+GB/T 34657.1 limit for S2 open, unplug, CC break, CP short and PE loss) is refused with the
+reason and what to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agent.config import AgentConfig, ConnectorConfig, SerialBus
+from drivers.bus import BusScheduler
+from drivers.linetime import (
+    LineTiming,
+    TcpTiming,
+    read_bytes,
+    worst_case_reaction,
+    write_single_bytes,
+)
+from drivers.meters import MapMeter, resolve_model
+
+PROCESSING_ALLOWANCE_S = 0.005  # the agent's own decision time (classifier, machine, task switch)
+BOARD_SAMPLE_S = 0.010  # hardware.md: the board measures CP at least every 10 ms
+MAX_LOAD = 0.95  # above this the pilot poll cannot keep its period on average
+
+
+@dataclass(frozen=True)
+class Transaction:
+    label: str
+    priority: str
+    request_bytes: int
+    response_bytes: int
+    period_s: float | None  # None: on demand (a state change)
+    nominal_s: float
+    failure_s: float
+
+
+@dataclass
+class BusSchedule:
+    name: str
+    line: str
+    transactions: list[Transaction]
+    load: float  # share of the bus the periodic transactions use (nominal)
+
+
+@dataclass
+class ConnectorBound:
+    connector: int
+    bound_ms: float
+    terms_ms: dict[str, float]
+    ok: bool
+    reasons: list[str] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScheduleReport:
+    budget_ms: float
+    buses: list[BusSchedule]
+    connectors: list[ConnectorBound]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.connectors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **asdict(self)}
+
+
+def _timing(cfg: AgentConfig, bus: str) -> tuple[LineTiming | TcpTiming, float, float]:
+    b = cfg.buses[bus]
+    timing: LineTiming | TcpTiming = (
+        LineTiming(b.baudrate, b.parity, b.stopbits) if isinstance(b, SerialBus) else TcpTiming()
+    )
+    return timing, b.timeout_ms / 1000, b.device_latency_ms / 1000
+
+
+def _txn(cfg: AgentConfig, bus: str, label: str, prio: str, sizes: tuple[int, int],
+         period_s: float | None) -> Transaction:
+    timing, timeout, latency = _timing(cfg, bus)
+    req, resp = sizes
+    nominal = timing.transaction_time(req, resp, latency)
+    failure = max(nominal, timing.failed_transaction_time(req, timeout, latency, resp))
+    return Transaction(label, prio, req, resp, period_s, nominal, failure)
+
+
+def meter_blocks(cfg: AgentConfig, conn: ConnectorConfig) -> list[tuple[int, int]]:
+    """(function, count) of each read one meter poll makes, as the driver will split it."""
+    regs = [r.model_dump() for r in conn.meter.registers] if conn.meter.registers else None
+    model = resolve_model(conn.meter.model, regs)
+    planner = BusScheduler("plan", "tcp://127.0.0.1:1")  # never started: plan() needs no I/O
+    meter = MapMeter(planner, conn.meter.unit, model,
+                     max_words_per_read=cfg.buses[conn.meter.bus].max_words_per_read)
+    return [(int(b.function), b.count) for b in meter.plan()]
+
+
+def bus_transactions(cfg: AgentConfig, bus: str) -> list[Transaction]:
+    out: list[Transaction] = []
+    for c in cfg.connectors:
+        tag = f"c{c.id}"
+        if c.pilot_board.bus == bus:
+            pb = c.pilot_board
+            out.append(_txn(cfg, bus, f"{tag} pilot sample FC04x8", "PILOT_POLL",
+                            read_bytes(4, 8), pb.poll_ms / 1000))
+            out.append(_txn(cfg, bus, f"{tag} duty write FC06", "CONTROL_WRITE",
+                            write_single_bytes(), None))
+            out.append(_txn(cfg, bus, f"{tag} heartbeat FC06", "CONTROL_WRITE",
+                            write_single_bytes(), pb.heartbeat_ms / 1000))
+        if c.relay_board.bus == bus:
+            rb = c.relay_board
+            bits = max(rb.contactor_feedback_input, rb.lock_feedback_input) + 1
+            out.append(_txn(cfg, bus, f"{tag} contactor open FC05", "SAFETY_WRITE",
+                            write_single_bytes(), None))
+            out.append(_txn(cfg, bus, f"{tag} contactor close / lock FC05", "CONTROL_WRITE",
+                            write_single_bytes(), None))
+            out.append(_txn(cfg, bus, f"{tag} feedback FC02x{bits}", "CONTROL_WRITE",
+                            read_bytes(2, bits), rb.poll_ms / 1000))
+        if c.meter.bus == bus:
+            for fn, count in meter_blocks(cfg, c):
+                out.append(_txn(cfg, bus, f"{tag} meter FC{fn:02d}x{count}", "METER_READ",
+                                read_bytes(fn, count), c.meter.poll_ms / 1000))
+    return out
+
+
+def bus_load(txns: list[Transaction]) -> float:
+    """Share of the bus the periodic transactions use at their nominal duration."""
+    return sum(t.nominal_s / t.period_s for t in txns if t.period_s)
+
+
+def _bound(cfg: AgentConfig, conn: ConnectorConfig, per_bus: dict[str, list[Transaction]]
+           ) -> ConnectorBound:
+    budget_s = cfg.safety.reaction_budget_ms / 1000
+    pbus, rbus = conn.pilot_board.bus, conn.relay_board.bus
+    poll_s = conn.pilot_board.poll_ms / 1000
+    own_poll = f"c{conn.id} pilot sample"
+    pilot_read = next(t for t in per_bus[pbus] if t.label.startswith(own_poll))
+    blocking = max((t.failure_s for t in per_bus[pbus]
+                    if t.priority != "SAFETY_WRITE" and t is not pilot_read), default=0.0)
+    open_frame = next(t for t in per_bus[rbus]
+                      if t.label.startswith(f"c{conn.id} contactor open"))
+    timing, _, _ = _timing(cfg, rbus)
+    contactor_s = timing.gap() + timing.frame_time(open_frame.request_bytes)
+    if rbus == pbus:
+        blocking_write = max(blocking, pilot_read.failure_s)
+    else:
+        blocking_write = max((t.failure_s for t in per_bus[rbus]
+                              if t.priority != "SAFETY_WRITE"), default=0.0)
+    rb = worst_case_reaction(
+        poll_period_s=poll_s,
+        debounce_samples=cfg.safety.debounce_samples,
+        blocking_s=blocking,
+        pilot_read_s=pilot_read.nominal_s,
+        contactor_write_s=contactor_s,
+        blocking_write_s=blocking_write,
+        board_sample_s=BOARD_SAMPLE_S,
+        processing_s=PROCESSING_ALLOWANCE_S,
+    )
+    result = ConnectorBound(conn.id, round(rb.total_s * 1000, 2),
+                            {k: round(v * 1000, 2) for k, v in rb.terms.items()}, True)
+    load = bus_load(per_bus[pbus])
+    if poll_s < pilot_read.nominal_s or load >= MAX_LOAD:
+        result.ok = False
+        result.reasons.append(
+            f"bus '{pbus}' cannot keep the {poll_s * 1000:.0f} ms pilot poll: the read takes "
+            f"{pilot_read.nominal_s * 1000:.1f} ms and the periodic load is {load * 100:.0f} %")
+    if rb.total_s > budget_s:
+        result.ok = False
+        result.reasons.append(
+            f"worst-case reaction {rb.total_s * 1000:.1f} ms exceeds the "
+            f"{budget_s * 1000:.0f} ms budget (GB/T 34657.1: open within 100 ms)")
+    if not result.ok:
+        result.fixes.extend(_fixes(cfg, conn, per_bus[pbus], blocking))
+    return result
+
+
+def _fixes(cfg: AgentConfig, conn: ConnectorConfig, txns: list[Transaction],
+           blocking: float) -> list[str]:
+    fixes = []
+    worst = max((t for t in txns if t.failure_s == blocking), key=lambda t: t.failure_s,
+                default=None)
+    bus = cfg.buses[conn.pilot_board.bus]
+    if worst is not None and "meter" in worst.label:
+        fixes.append(f"move the meter to its own bus (it holds '{conn.pilot_board.bus}' up to "
+                     f"{worst.failure_s * 1000:.1f} ms: '{worst.label}')")
+        fixes.append("read fewer meter registers per transaction (lower max_words_per_read) "
+                     "or choose a meter with fewer registers")
+    if isinstance(bus, SerialBus) and bus.baudrate < 115200:
+        fixes.append(f"raise the baud rate of bus '{conn.pilot_board.bus}' "
+                     f"(now {bus.baudrate}; the boards of hardware.md run 115200)")
+    fixes.append(f"lower timeout_ms on bus '{conn.pilot_board.bus}' (now {bus.timeout_ms}) "
+                 "to just above the devices' real answer time")
+    if cfg.safety.debounce_samples > 1 or conn.pilot_board.poll_ms > 10:
+        fixes.append("poll the pilot board faster (pilot_board.poll_ms) or debounce fewer "
+                     "samples (safety.debounce_samples)")
+    return fixes
+
+
+def analyse(cfg: AgentConfig) -> ScheduleReport:
+    per_bus = {name: bus_transactions(cfg, name) for name in cfg.buses}
+    buses = []
+    for name, txns in per_bus.items():
+        b = cfg.buses[name]
+        line = (f"serial {b.port} {b.baudrate} 8{b.parity}{b.stopbits}"
+                if isinstance(b, SerialBus) else f"tcp {b.host}:{b.port}")
+        buses.append(BusSchedule(name, line, txns, round(bus_load(txns), 3)))
+    bounds = [_bound(cfg, c, per_bus) for c in cfg.connectors]
+    return ScheduleReport(cfg.safety.reaction_budget_ms, buses, bounds)
+
+
+def render(report: ScheduleReport) -> str:
+    lines = []
+    for bus in report.buses:
+        lines.append(f"bus {bus.name}: {bus.line}  (periodic load {bus.load * 100:.1f} %)")
+        lines.append(f"  {'transaction':<34} {'priority':<14} {'period':>9} "
+                     f"{'nominal':>9} {'if silent':>10}")
+        for t in bus.transactions:
+            period = f"{t.period_s * 1000:.0f} ms" if t.period_s else "on event"
+            lines.append(f"  {t.label:<34} {t.priority:<14} {period:>9} "
+                         f"{t.nominal_s * 1000:>6.2f} ms {t.failure_s * 1000:>7.2f} ms")
+    lines.append("")
+    for c in report.connectors:
+        verdict = "OK" if c.ok else "REFUSED"
+        lines.append(f"connector {c.connector}: worst-case reaction (CP change -> contactor-open "
+                     f"frame complete) {c.bound_ms:.1f} ms, budget {report.budget_ms:.0f} ms: "
+                     f"{verdict}")
+        lines.append("  = " + " + ".join(f"{k} {v:.2f}" for k, v in c.terms_ms.items()))
+        for r in c.reasons:
+            lines.append(f"  reason: {r}")
+        for f in c.fixes:
+            lines.append(f"  to fix: {f}")
+    return "\n".join(lines)

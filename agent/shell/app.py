@@ -1,0 +1,199 @@
+"""The agent process: wiring only.
+
+Order of start-up matters and is the contract with the installer:
+1. open the buses; drive every connector to the safe state (contactor open, steady +12 V, lock
+   released) before anything else, retrying until every board took it;
+2. arm the pilot boards' watchdogs; 3. ``READY=1`` and ``agent_ready`` in the log;
+4. run the control tasks, the systemd watchdog, the status file and the local control socket.
+On SIGTERM/SIGINT the tasks are cancelled and the safe state is driven again before exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import structlog
+
+from agent import localapi
+from agent.config import AgentConfig
+from agent.errors import AgentError, DriverError
+from agent.pilot import Authorize, LimitChanged, ResetRequested, StopRequested
+from agent.shell.connector import ConnectorController
+from agent.shell.notify import sd_notify, watchdog_interval_s
+from agent.shell.status import connector_status
+from agent.shell.wiring import Wiring, build_wiring
+
+log = structlog.get_logger("agent.app")
+
+SAFE_STATE_RETRY_S = 0.5
+SAFE_STATE_EXIT_TIMEOUT_S = 2.0
+
+
+class AgentApp:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.ready = False
+        self._wiring: Wiring | None = None
+        self._controllers: dict[int, ConnectorController] = {}
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        async with build_wiring(self.config) as wiring:
+            self._wiring = wiring
+            self._controllers = {c.id: c for c in wiring.controllers}
+            try:
+                await self._start_safe()
+                async with asyncio.TaskGroup() as tg:
+                    for ctl in wiring.controllers:
+                        tg.create_task(ctl.run(), name=f"connector-{ctl.id}")
+                    tg.create_task(self._watchdog(), name="sd-watchdog")
+                    tg.create_task(self._status_writer(), name="status")
+                    tg.create_task(self._local_api(), name="local-api")
+            finally:
+                await self._exit_safe()
+
+    async def _start_safe(self) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                for ctl in self._controllers.values():
+                    await ctl.drive_safe_state()
+                    await ctl.configure_board()
+                break
+            except DriverError as exc:
+                log.error("startup_safe_state_pending", attempt=attempt, error=str(exc))
+                sd_notify(f"STATUS=waiting for boards: {exc}")
+                await asyncio.sleep(SAFE_STATE_RETRY_S)
+        self.ready = True
+        sd_notify(f"READY=1\nSTATUS=charging control running\nMAINPID={os.getpid()}")
+        log.info("agent_ready", device_id=self.config.device_id,
+                 connectors=sorted(self._controllers), startup_s=round(
+                     time.time() - self.started_at, 3))
+
+    async def _exit_safe(self) -> None:
+        for ctl in self._controllers.values():
+            try:
+                async with asyncio.timeout(SAFE_STATE_EXIT_TIMEOUT_S):
+                    await ctl.drive_safe_state()
+                log.info("exit_safe_state", connector=ctl.id)
+            except (DriverError, TimeoutError) as exc:
+                log.error("exit_safe_state_failed", connector=ctl.id, error=str(exc))
+
+    # --- systemd watchdog: only while the control loops make progress -----------------------
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval_s()
+        if interval is None:
+            return
+        seen = {c.id: -1 for c in self._controllers.values()}
+        while True:
+            await asyncio.sleep(interval)
+            progressing = all(c.stats.cycles != seen[c.id] for c in self._controllers.values())
+            if progressing:
+                sd_notify("WATCHDOG=1")
+            else:
+                log.error("control_loop_stalled", cycles={c.id: c.stats.cycles
+                                                          for c in self._controllers.values()})
+            seen = {c.id: c.stats.cycles for c in self._controllers.values()}
+
+    # --- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        wiring = self._wiring
+        return {
+            "deviceId": self.config.device_id,
+            "pid": os.getpid(),
+            "ready": self.ready,
+            "uptimeS": round(time.time() - self.started_at, 1),
+            "connectors": [connector_status(c) for c in self._controllers.values()],
+            "buses": {name: dataclasses.asdict(bus.stats) for name, bus in wiring.buses.items()}
+            if wiring
+            else {},
+        }
+
+    async def _status_writer(self) -> None:
+        path = self.config.status_path()
+        tmp = path.with_suffix(".tmp")
+        while True:
+            try:
+                tmp.write_text(json.dumps(self.status(), indent=1))
+                os.replace(tmp, path)
+            except OSError as exc:
+                log.warning("status_write_failed", path=str(path), error=str(exc))
+            await asyncio.sleep(1.0)
+
+    # --- local control socket ----------------------------------------------------------------
+
+    async def _local_api(self) -> None:
+        path = localapi.socket_path(self.config.state_dir)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        server = await asyncio.start_unix_server(self._serve_client, path=str(path))
+        os.chmod(path, 0o600)
+        async with server:
+            await server.serve_forever()
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            line = await reader.readline()
+            try:
+                reply = await self.handle_local(json.loads(line))
+            except (ValueError, AgentError, KeyError, TypeError) as exc:
+                reply = {"ok": False, "error": str(exc)}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def handle_local(self, req: Any) -> dict[str, Any]:
+        if not isinstance(req, dict) or "cmd" not in req:
+            raise ValueError("request must be a JSON object with 'cmd'")
+        cmd = req["cmd"]
+        if cmd == "status":
+            return {"ok": True, **self.status()}
+        ctl = self._controllers.get(int(req.get("connector", 1)))
+        if ctl is None:
+            raise ValueError(f"no connector {req.get('connector')}")
+        if cmd == "limit":
+            value = req.get("limit_a")
+            event: Any = LimitChanged(None if value is None else float(value))
+        elif cmd == "start":
+            event = Authorize(req.get("id_tag"))
+        elif cmd == "stop":
+            event = StopRequested(str(req.get("reason", "Local")))
+        elif cmd == "reset":
+            event = ResetRequested()
+        else:
+            raise ValueError(f"unknown cmd {cmd!r} (status, limit, start, stop, reset)")
+        log.info("local_command", cmd=cmd, connector=ctl.id, request=req)
+        await ctl.feed(event)
+        return {"ok": True, "connector": connector_status(ctl)}
+
+
+def install_signal_handlers(task: asyncio.Task[Any]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+
+
+async def run_agent(config: AgentConfig) -> None:
+    app = AgentApp(config)
+    task = asyncio.current_task()
+    assert task is not None
+    install_signal_handlers(task)
+    with contextlib.suppress(asyncio.CancelledError):
+        await app.run()
+    log.info("agent_stopped")

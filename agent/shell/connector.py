@@ -1,0 +1,281 @@
+"""One control task per connector: feeds the pure pilot machine and applies its actions.
+
+The loop is deliberately simple, because its timing is what ``check-config`` promises:
+
+    every pilot poll period:  read the pilot board (PILOT_POLL priority) -> step(PilotSampled)
+                              apply the actions in order (contactor open first, SAFETY_WRITE)
+    every relay poll period:  read the mirror contacts -> step(RelaySampled)
+    whenever a deadline falls due: step(Tick)
+
+Meter reads and heartbeats run as separate tasks on their own periods, so a slow meter on its own
+bus never delays the safety poll; on a shared bus the scheduler's priorities keep it behind.
+Nothing here decides anything about charging: that is the machine's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from agent.errors import DriverError
+from agent.pilot import (
+    Action,
+    FaultCleared,
+    FaultRaised,
+    MeterReadFailed,
+    MeterSampled,
+    OfferChanged,
+    PilotMachine,
+    PilotReadFailed,
+    PilotSampled,
+    RelayReadFailed,
+    RelaySampled,
+    ResetBoardFaults,
+    SessionEvent,
+    SetContactor,
+    SetDuty,
+    SetLock,
+    StateChanged,
+    Step,
+    Tick,
+)
+from drivers.interfaces import Meter, MeterReading
+from drivers.pilot_board import PilotBoardDriver
+from drivers.relay_board import RelayBoardDriver
+
+log = structlog.get_logger("agent.connector")
+
+EventSink = Callable[[int, Any, float], None]
+
+
+@dataclass
+class ConnectorTiming:
+    pilot_poll_s: float = 0.010
+    relay_poll_s: float = 0.100
+    meter_poll_s: float = 1.0
+    heartbeat_s: float = 1.0
+    watchdog_ms: int = 3000
+
+
+@dataclass
+class ConnectorStats:
+    cycles: int = 0
+    pilot_errors: int = 0
+    relay_errors: int = 0
+    meter_errors: int = 0
+    last_cycle_at: float = 0.0
+    last_meter: MeterReading | None = None
+    last_cp_mv: int | None = None
+    last_contactor_feedback: bool | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class ConnectorController:
+    """Runs one connector: the machine, its three drivers, and the loop between them."""
+
+    def __init__(
+        self,
+        connector_id: int,
+        machine: PilotMachine,
+        pilot: PilotBoardDriver,
+        relay: RelayBoardDriver,
+        meter: Meter,
+        timing: ConnectorTiming,
+        *,
+        on_event: EventSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.id = connector_id
+        self.machine = machine
+        self.pilot = pilot
+        self.relay = relay
+        self.meter = meter
+        self.timing = timing
+        self.stats = ConnectorStats()
+        self._on_event = on_event
+        self._clock = clock
+        self._deadline: float | None = None
+        self._relay_due = 0.0
+        self._lock = asyncio.Lock()  # one step + its actions at a time
+
+    # --- start-up and shut-down ------------------------------------------------------------
+
+    async def drive_safe_state(self) -> None:
+        """Contactor open, steady +12 V, lock released: before anything else, and on exit.
+
+        Each write is attempted even if an earlier one fails; the first failure is re-raised
+        so start-up does not report READY on a board that did not take the safe state.
+        """
+        first: DriverError | None = None
+        for action in self.machine.safe_state_actions():
+            try:
+                await self._apply_one(action)
+            except DriverError as exc:
+                log.error("safe_state_write_failed", connector=self.id, action=repr(action),
+                          error=str(exc))
+                first = first or exc
+        if first is not None:
+            raise first
+
+    async def configure_board(self) -> None:
+        """Arm the pilot board's own watchdog: if we stall, the board stops PWM by itself."""
+        await self.pilot.set_watchdog(self.timing.watchdog_ms)
+        await self.pilot.heartbeat()
+
+    # --- inputs from outside the loop (local API, MQTT) ------------------------------------
+
+    async def feed(self, event: Any) -> Step:
+        """Step the machine with an external event (limit, authorise, stop, reset)."""
+        return await self._step(event)
+
+    # --- the loops -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._control_loop(), name=f"c{self.id}-control")
+            tg.create_task(self._meter_loop(), name=f"c{self.id}-meter")
+            tg.create_task(self._heartbeat_loop(), name=f"c{self.id}-heartbeat")
+
+    async def _control_loop(self) -> None:
+        period = self.timing.pilot_poll_s
+        next_at = self._clock()
+        while True:
+            await self._poll_pilot()
+            now = self._clock()
+            if now >= self._relay_due:
+                self._relay_due = now + self.timing.relay_poll_s
+                await self._poll_relay()
+            if self._deadline is not None and self._clock() >= self._deadline:
+                await self._step(Tick())
+            self.stats.cycles += 1
+            self.stats.last_cycle_at = self._clock()
+            next_at += period
+            delay = next_at - self._clock()
+            if delay < -period:  # fell behind (bus stalled): do not burst to catch up
+                next_at = self._clock()
+                delay = 0.0
+            await asyncio.sleep(max(delay, 0.0))
+
+    async def _poll_pilot(self) -> None:
+        try:
+            s = await self.pilot.read_sample()
+        except DriverError as exc:
+            self.stats.pilot_errors += 1
+            log.debug("pilot_read_failed", connector=self.id, error=str(exc))
+            await self._step(PilotReadFailed())
+            return
+        self.stats.last_cp_mv = s.cp_high_mv
+        await self._step(
+            PilotSampled(
+                cp_high_mv=s.cp_high_mv,
+                cp_low_mv=s.cp_low_mv,
+                duty_actual=s.duty_actual,
+                cc_ohm=s.cc_ohm,
+                status=s.status,
+                sample_seq=s.sample_seq,
+                temperature_c=s.temperature_c,
+            )
+        )
+
+    async def _poll_relay(self) -> None:
+        try:
+            inputs = await self.relay.read_inputs()
+        except DriverError as exc:
+            self.stats.relay_errors += 1
+            log.debug("relay_read_failed", connector=self.id, error=str(exc))
+            await self._step(RelayReadFailed())
+            return
+        self.stats.last_contactor_feedback = inputs.contactor_closed
+        await self._step(RelaySampled(inputs.contactor_closed, inputs.lock_engaged))
+
+    async def _meter_loop(self) -> None:
+        while True:
+            try:
+                reading = await self.meter.read()
+            except DriverError as exc:
+                self.stats.meter_errors += 1
+                log.debug("meter_read_failed", connector=self.id, error=str(exc))
+                await self._step(MeterReadFailed())
+            else:
+                self.stats.last_meter = reading
+                await self._step(MeterSampled(reading.current_a))
+            await asyncio.sleep(self.timing.meter_poll_s)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self.pilot.heartbeat()
+            except DriverError as exc:
+                log.warning("heartbeat_failed", connector=self.id, error=str(exc))
+            await asyncio.sleep(self.timing.heartbeat_s)
+
+    # --- stepping and applying -------------------------------------------------------------
+
+    async def _step(self, event: Any) -> Step:
+        async with self._lock:
+            now = self._clock()
+            step = self.machine.step(event, now)
+            self._deadline = step.next_deadline
+            for action in step.actions:
+                await self._apply(action, now)
+            return step
+
+    async def _apply(self, action: Action, now: float) -> None:
+        try:
+            await self._apply_one(action)
+        except DriverError as exc:
+            # The machine learns of a dead board from the next failed poll; an open that
+            # failed is retried by the machine's own deadline logic (it keeps commanding open).
+            log.error("action_failed", connector=self.id, action=repr(action), error=str(exc))
+            if isinstance(action, SetContactor) and not action.closed:
+                await self._retry_open()
+        if self._on_event is not None and not isinstance(
+            action, SetContactor | SetDuty | SetLock | ResetBoardFaults
+        ):
+            self._on_event(self.id, action, now)
+        self._log_action(action)
+
+    async def _retry_open(self) -> None:
+        for _ in range(3):
+            try:
+                await self.relay.set_contactor(False)
+                return
+            except DriverError as exc:
+                log.error("contactor_open_retry_failed", connector=self.id, error=str(exc))
+
+    async def _apply_one(self, action: Action) -> None:
+        if isinstance(action, SetContactor):
+            await self.relay.set_contactor(action.closed)
+            self._relay_due = 0.0  # read the mirror contact on the next cycle
+        elif isinstance(action, SetDuty):
+            await self.pilot.set_duty(action.duty)
+        elif isinstance(action, SetLock):
+            await self.relay.set_lock(action.locked)
+            self._relay_due = 0.0
+        elif isinstance(action, ResetBoardFaults):
+            await self.pilot.fault_reset()
+
+    def _log_action(self, action: Action) -> None:
+        if isinstance(action, SetContactor):
+            log.info("contactor_commanded", connector=self.id, closed=action.closed)
+        elif isinstance(action, SetDuty):
+            log.info("pilot_duty_commanded", connector=self.id, duty_permille=action.duty)
+        elif isinstance(action, SetLock):
+            log.info("lock_commanded", connector=self.id, locked=action.locked)
+        elif isinstance(action, StateChanged):
+            log.info("pilot_state_changed", connector=self.id, old=action.old.name,
+                     new=action.new.name, cp_mv=action.cp_mv)
+        elif isinstance(action, FaultRaised):
+            log.error("fault_raised", connector=self.id, code=str(action.code),
+                      detail=action.detail)
+        elif isinstance(action, FaultCleared):
+            log.info("fault_cleared", connector=self.id, code=str(action.code))
+        elif isinstance(action, OfferChanged):
+            log.info("offer_changed", connector=self.id, offered_a=action.offered_a)
+        elif isinstance(action, SessionEvent):
+            log.info("session_event", connector=self.id, kind=action.kind, reason=action.reason)

@@ -1,0 +1,37 @@
+"""Live status of a connector as a plain dict (status file, local socket, `evse-agent status`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.shell.connector import ConnectorController
+
+
+def connector_status(ctl: ConnectorController) -> dict[str, Any]:
+    m = ctl.machine
+    meter = ctl.stats.last_meter
+    return {
+        "connector": ctl.id,
+        "state": m.state.name,
+        "evLevel": m.ev_level.name if m.ev_level is not None else None,
+        "cpMv": ctl.stats.last_cp_mv,
+        "offeredCurrentA": m.offered_current_a,
+        "contactorCommanded": m.contactor_commanded,
+        "contactorFeedback": ctl.stats.last_contactor_feedback,
+        "authorised": m.authorised,
+        "faults": sorted(str(f) for f in m.active_faults),
+        "meter": None
+        if meter is None
+        else {
+            "voltageV": list(meter.voltage_v),
+            "currentA": list(meter.current_a),
+            "powerW": meter.power_w,
+            "energyImportWh": meter.energy_import_wh,
+        },
+        "cycles": ctl.stats.cycles,
+        "errors": {
+            "pilot": ctl.stats.pilot_errors,
+            "relay": ctl.stats.relay_errors,
+            "meter": ctl.stats.meter_errors,
+        },
+    }
