@@ -133,6 +133,52 @@ class SafetyConfig(_Strict):
     contactor_max_cycles_per_hour: Annotated[int, Field(ge=1, le=600)] = 20
 
 
+class FailsafeConfig(_Strict):
+    """Limit that joins the minimum after the aggregator has been unreachable ``after_s``."""
+
+    after_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    value: Annotated[float, Field(gt=0)] = 10.0
+    unit: Literal["A", "W", "kW"] = "A"
+
+
+class MqttConfig(_Strict):
+    """The aggregator link (mqtt-api.md). Production: mutual TLS (cert_file + key_file)."""
+
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 8883
+    root: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+$")] = "evse/v1"
+    groups: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]] = []
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = None
+    tls: bool = True
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    session_expiry_s: Annotated[int, Field(ge=0, le=2**31 - 1)] = 86400
+    telemetry_period_s: Annotated[int, Field(ge=1, le=3600)] = 10
+    telemetry_idle_period_s: Annotated[int, Field(ge=1, le=86400)] = 60
+    random_delay_max_s: Annotated[int, Field(ge=0, le=1800)] = 600
+    random_seed: int | None = None
+    failsafe: FailsafeConfig = FailsafeConfig()
+    idle_occupancy_s: Annotated[int, Field(ge=0, le=86400)] = 1800
+    max_clock_skew_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    issuer_keys: dict[str, Path] | None = None
+    journal_budget_mb: Annotated[float, Field(gt=0, le=100000)] = 64.0
+    retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+    discharge: bool = False
+
+    @model_validator(mode="after")
+    def _secrets_need_tls(self) -> MqttConfig:
+        if (self.username or self.password_file) and not self.tls:
+            raise ValueError("username/password only over TLS: set tls: true (or use mutual TLS)")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("mutual TLS needs both cert_file and key_file")
+        return self
+
+
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -146,7 +192,7 @@ class AgentConfig(_Strict):
     connectors: list[ConnectorConfig]
     safety: SafetyConfig = SafetyConfig()
     logging: LoggingConfig = LoggingConfig()
-    mqtt: dict[str, Any] | None = None
+    mqtt: MqttConfig | None = None
 
     @field_validator("connectors")
     @classmethod

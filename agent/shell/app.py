@@ -17,11 +17,12 @@ import json
 import os
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent import localapi
+from agent.api.reasons import StopReason
 from agent.config import AgentConfig
 from agent.errors import AgentError, DriverError
 from agent.pilot import Authorize, LimitChanged, ResetRequested, StopRequested
@@ -29,6 +30,9 @@ from agent.shell.connector import ConnectorController
 from agent.shell.notify import sd_notify, watchdog_interval_s
 from agent.shell.status import connector_status
 from agent.shell.wiring import Wiring, build_wiring
+
+if TYPE_CHECKING:
+    from agent.orderly.service import OrderlyService
 
 log = structlog.get_logger("agent.app")
 
@@ -43,6 +47,7 @@ class AgentApp:
         self.ready = False
         self._wiring: Wiring | None = None
         self._controllers: dict[int, ConnectorController] = {}
+        self.orderly: OrderlyService | None = None
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -51,6 +56,11 @@ class AgentApp:
         async with build_wiring(self.config) as wiring:
             self._wiring = wiring
             self._controllers = {c.id: c for c in wiring.controllers}
+            self.orderly = None
+            if self.config.mqtt is not None:
+                from agent.orderly.service import OrderlyService
+
+                self.orderly = OrderlyService(self.config, wiring.controllers)
             try:
                 await self._start_safe()
                 async with asyncio.TaskGroup() as tg:
@@ -59,6 +69,8 @@ class AgentApp:
                     tg.create_task(self._watchdog(), name="sd-watchdog")
                     tg.create_task(self._status_writer(), name="status")
                     tg.create_task(self._local_api(), name="local-api")
+                    if self.orderly is not None:
+                        tg.create_task(self.orderly.run(), name="orderly")
             finally:
                 await self._exit_safe()
 
@@ -169,11 +181,17 @@ class AgentApp:
             raise ValueError(f"no connector {req.get('connector')}")
         if cmd == "limit":
             value = req.get("limit_a")
-            event: Any = LimitChanged(None if value is None else float(value))
+            limit = None if value is None else float(value)
+            if self.orderly is not None:  # the local limit joins the composite as "installer"
+                self.orderly.set_site_limit(ctl.id, limit)
+                return {"ok": True, "connector": connector_status(ctl)}
+            event: Any = LimitChanged(limit)
         elif cmd == "start":
             event = Authorize(req.get("id_tag"))
         elif cmd == "stop":
             event = StopRequested(str(req.get("reason", "Local")))
+            if self.orderly is not None:
+                self.orderly.stop_origin(ctl.id, StopReason.LOCAL)
         elif cmd == "reset":
             event = ResetRequested()
         else:

@@ -25,6 +25,7 @@ import structlog
 from agent.errors import DriverError
 from agent.pilot import (
     Action,
+    CpLevel,
     FaultCleared,
     FaultRaised,
     MeterReadFailed,
@@ -51,6 +52,22 @@ from drivers.relay_board import RelayBoardDriver
 log = structlog.get_logger("agent.connector")
 
 EventSink = Callable[[int, Any, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class EvLevelChanged:
+    """The debounced EV level (CP state) changed; reported upstream as pilotStateChanged."""
+
+    old: CpLevel | None
+    new: CpLevel | None
+    cp_mv: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackChanged:
+    """The contactor's mirror contact changed (None: relay board unreadable)."""
+
+    closed: bool | None
 
 
 @dataclass
@@ -97,7 +114,8 @@ class ConnectorController:
         self.meter = meter
         self.timing = timing
         self.stats = ConnectorStats()
-        self._on_event = on_event
+        self.on_event = on_event
+        self._ev_level: CpLevel | None = None
         self._clock = clock
         self._deadline: float | None = None
         self._relay_due = 0.0
@@ -190,7 +208,9 @@ class ConnectorController:
             log.debug("relay_read_failed", connector=self.id, error=str(exc))
             await self._step(RelayReadFailed())
             return
-        self.stats.last_contactor_feedback = inputs.contactor_closed
+        if inputs.contactor_closed != self.stats.last_contactor_feedback:
+            self.stats.last_contactor_feedback = inputs.contactor_closed
+            self._notify(FeedbackChanged(inputs.contactor_closed), self._clock())
         await self._step(RelaySampled(inputs.contactor_closed, inputs.lock_engaged))
 
     async def _meter_loop(self) -> None:
@@ -223,7 +243,18 @@ class ConnectorController:
             self._deadline = step.next_deadline
             for action in step.actions:
                 await self._apply(action, now)
+            level = self.machine.ev_level
+            if level != self._ev_level:
+                old, self._ev_level = self._ev_level, level
+                self._notify(EvLevelChanged(old, level, self.stats.last_cp_mv or 0), now)
             return step
+
+    def _notify(self, note: Any, now: float) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(self.id, note, now)
+            except Exception:  # reporting must never break the control loop
+                log.exception("event_sink_failed", connector=self.id, note=repr(note))
 
     async def _apply(self, action: Action, now: float) -> None:
         try:
@@ -234,10 +265,8 @@ class ConnectorController:
             log.error("action_failed", connector=self.id, action=repr(action), error=str(exc))
             if isinstance(action, SetContactor) and not action.closed:
                 await self._retry_open()
-        if self._on_event is not None and not isinstance(
-            action, SetContactor | SetDuty | SetLock | ResetBoardFaults
-        ):
-            self._on_event(self.id, action, now)
+        if not isinstance(action, SetDuty | SetLock | ResetBoardFaults):
+            self._notify(action, now)
         self._log_action(action)
 
     async def _retry_open(self) -> None:
