@@ -12,6 +12,8 @@ from typing import Any
 
 import structlog
 
+from agent.secrets import redact_processor
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
@@ -20,6 +22,7 @@ def configure_logging(level: str = "info", *, stream: Any = None) -> None:
     """One JSON object per line; pymodbus and aiomqtt/paho logs go through the same renderer."""
     numeric = _LEVELS.get(level, logging.INFO)
     shared: list[Any] = [
+        redact_processor,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,7 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
-def redact_processor(_logger: object, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_processor(_logger: Any, _method: str,
+                     event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
     """structlog processor: put it before the renderer so no event carries a secret."""
     return redact(event_dict)

@@ -199,12 +199,7 @@ class PtyBridge:
 
 
 def _sleep_until(deadline: float) -> None:
-    """Sleep with sub-millisecond accuracy: coarse sleep, then a short spin."""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        if left > 0.0015:
-            time.sleep(left - 0.001)
-        else:
-            time.sleep(0)
+    """Sleep until ``deadline``; no spinning, which would starve the simulators of the GIL."""
+    left = deadline - time.monotonic()
+    if left > 0:
+        time.sleep(left)

@@ -126,9 +126,13 @@ class FaultWatch:
             causes[FaultCode.CC_INVALID] = f"CC {cc.state.value}"
         return causes
 
+    def begin_step(self) -> None:
+        """Faults raised in this step (by an input check or by ``evaluate``) may not also
+        clear in it: a raise must reach the outputs, so the contactor is opened first."""
+        self._raised_now.clear()
+
     def evaluate(self, m: PilotFacts, now: float, notes: list[Action]) -> None:
         """Raise what is present, then clear what may clear."""
-        self._raised_now.clear()
         causes = self._causes(m, now)
         for code, detail in causes.items():
             self.raise_(m, code, detail, notes)

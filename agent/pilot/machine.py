@@ -95,6 +95,7 @@ class PilotMachine(PilotFacts):
         self._last_now = now
         notes: list[Action] = []
         self._why, self._by_vehicle = "", False
+        self._faults.begin_step()
         self._on_event(event, now, notes)
         self._faults.evaluate(self, now, notes)
         self._run_triggers(now, notes)

@@ -95,14 +95,20 @@ class AntiFlap:
 @dataclass(slots=True)
 class Overcurrent:
     """Measured current above ``max(ref + abs, ref * (1 + rel))`` continuously for
-    ``persist_s``. After a cut of the offer the previous (higher) offer stays the reference
-    for ``follow_s``: the vehicle may take that long to follow a new duty."""
+    ``persist_s`` (GB/T 34657.1 item 10: cut 5..10 s after the onset).
+
+    The onset is timed against the offer now in force. After a cut of the offer the vehicle
+    may take ``follow_s`` to follow the new duty, so within that window only a current above
+    the *previous* offer's threshold trips on its own; one above the new offer alone trips at
+    ``max(onset + persist_s, end of the window)``. An overload that starts just after a
+    curtailment is therefore still cut ``persist_s`` after its onset, not ``follow_s`` later."""
 
     abs_margin_a: float
     rel_margin: float
     persist_s: float
     follow_s: float
-    since: float | None = None
+    since: float | None = None  # onset against the offer in force
+    since_lenient: float | None = None  # onset against the previous offer (follow window)
     offer_a: float = 0.0
     previous_a: float = 0.0
     previous_until: float = 0.0
@@ -112,22 +118,37 @@ class Overcurrent:
             self.previous_a, self.previous_until = self.offer_a, now + self.follow_s
         self.offer_a = amps
 
+    def _limit(self, ref: float) -> float:
+        return max(ref + self.abs_margin_a, ref * (1.0 + self.rel_margin))
+
     def threshold(self, now: float) -> float:
+        """The current that is allowed at ``now`` without ever tripping."""
         ref = self.offer_a
         if now < self.previous_until:
             ref = max(ref, self.previous_a)
-        return max(ref + self.abs_margin_a, ref * (1.0 + self.rel_margin))
+        return self._limit(ref)
 
     def measure(self, amps: float, now: float) -> None:
-        if amps > self.threshold(now):
+        if amps > self._limit(self.offer_a):
             if self.since is None:
                 self.since = now
         else:
             self.since = None
+        if amps > self.threshold(now):
+            if self.since_lenient is None:
+                self.since_lenient = now
+        else:
+            self.since_lenient = None
 
     def tripped(self, now: float) -> bool:
-        return self.since is not None and now - self.since >= self.persist_s
+        deadline = self.deadline
+        return deadline is not None and now >= deadline
 
     @property
     def deadline(self) -> float | None:
-        return None if self.since is None else self.since + self.persist_s
+        times = []
+        if self.since_lenient is not None:
+            times.append(self.since_lenient + self.persist_s)
+        if self.since is not None:
+            times.append(max(self.since + self.persist_s, self.previous_until))
+        return min(times) if times else None

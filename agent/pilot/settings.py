@@ -49,7 +49,10 @@ class PilotSettings:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name.endswith("_s") and not (math.isfinite(value) and value > 0):
+            if f.name == "min_off_s":  # 0 switches the minimum off time off
+                if not (math.isfinite(value) and value >= 0):
+                    raise ConfigError("must be >= 0 seconds", key=f.name)
+            elif f.name.endswith("_s") and not (math.isfinite(value) and value > 0):
                 raise ConfigError("must be a positive number of seconds", key=f.name)
         if self.connection not in ("socket", "cable"):
             raise ConfigError("must be 'socket' or 'cable'", key="connection")

@@ -26,6 +26,7 @@ from agent.api.reasons import StopReason
 from agent.config import AgentConfig
 from agent.errors import AgentError, DriverError
 from agent.pilot import Authorize, LimitChanged, ResetRequested, StopRequested
+from agent.secrets import check_private_key_permissions
 from agent.shell.connector import ConnectorController
 from agent.shell.notify import sd_notify, watchdog_interval_s
 from agent.shell.status import connector_status
@@ -53,6 +54,12 @@ class AgentApp:
 
     async def run(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.mqtt is not None:  # refuse to start with a secret readable by others
+            if self.config.mqtt.key_file is not None:
+                check_private_key_permissions(self.config.mqtt.key_file, key="mqtt.key_file")
+            if self.config.mqtt.password_file is not None:
+                check_private_key_permissions(self.config.mqtt.password_file,
+                                              key="mqtt.password_file")
         async with build_wiring(self.config) as wiring:
             self._wiring = wiring
             self._controllers = {c.id: c for c in wiring.controllers}

@@ -293,6 +293,17 @@ def test_duty_cut_gives_the_vehicle_time_to_follow() -> None:
     assert rig.coil and not faults_raised(rig)
 
 
+def test_overload_just_after_a_curtailment_is_cut_5_to_10_s_after_its_onset() -> None:
+    rig = charging_rig(hardware_rating_a=32.0)
+    rig.ev.ignore_duty_a = 20.0  # > max(16 + 2, 16 * 1.1), < the old 32 A offer
+    onset = rig.now
+    rig.feed(LimitChanged(16.0))  # the overload of the new offer starts with the curtailment
+    rig.run(11.0)
+    [(when, pos)] = open_steps(rig, onset)
+    assert 5.0 <= when - onset < 10.0 and pos == 0  # GB/T 34657.1 item 10
+    assert faults_raised(rig) == [FaultCode.OVERCURRENT]
+
+
 def test_pilot_board_lost_opens_and_needs_a_fresh_start() -> None:
     rig = charging_rig()
     rig.pilot_silent = True
