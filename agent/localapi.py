@@ -14,8 +14,11 @@ with mode 0600 (owner only): it changes what the charger does.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,26 @@ SOCKET_NAME = "control.sock"
 MAX_LINE = 64 * 1024
 
 
+SUN_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux, with the NUL
+
+
 def socket_path(state_dir: Path) -> Path:
     return state_dir / SOCKET_NAME
+
+
+@contextlib.contextmanager
+def bindable(path: Path) -> Iterator[str]:
+    """A path for bind/connect even when ``path`` is longer than a Unix socket path may be:
+    the directory is opened and reached through ``/proc/self/fd/N`` (deep state directories,
+    e.g. a test's tmp dir)."""
+    if len(str(path)) <= SUN_PATH_MAX:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 def request(path: Path, payload: dict[str, Any], *, timeout_s: float = 2.0) -> dict[str, Any]:
@@ -34,7 +55,8 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = 2.0) -> d
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         try:
-            sock.connect(str(path))
+            with bindable(path) as where:
+                sock.connect(where)
             sock.sendall(json.dumps(payload).encode() + b"\n")
             buf = b""
             while not buf.endswith(b"\n") and len(buf) < MAX_LINE:

@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -24,7 +25,7 @@ import structlog
 from agent import localapi
 from agent.api.reasons import StopReason
 from agent.config import AgentConfig
-from agent.errors import AgentError, DriverError
+from agent.errors import AgentError, ConfigError, DriverError
 from agent.pilot import Authorize, LimitChanged, ResetRequested, StopRequested
 from agent.secrets import check_private_key_permissions
 from agent.shell.connector import ConnectorController
@@ -74,10 +75,11 @@ class AgentApp:
                     for ctl in wiring.controllers:
                         tg.create_task(ctl.run(), name=f"connector-{ctl.id}")
                     tg.create_task(self._watchdog(), name="sd-watchdog")
-                    tg.create_task(self._status_writer(), name="status")
-                    tg.create_task(self._local_api(), name="local-api")
+                    # Reporting and local control must never take the safety loops down.
+                    tg.create_task(_supervised("status", self._status_writer), name="status")
+                    tg.create_task(_supervised("local_api", self._local_api), name="local-api")
                     if self.orderly is not None:
-                        tg.create_task(self.orderly.run(), name="orderly")
+                        tg.create_task(_supervised("orderly", self.orderly.run), name="orderly")
             finally:
                 await self._exit_safe()
 
@@ -158,7 +160,8 @@ class AgentApp:
         path = localapi.socket_path(self.config.state_dir)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        server = await asyncio.start_unix_server(self._serve_client, path=str(path))
+        with localapi.bindable(path) as where:
+            server = await asyncio.start_unix_server(self._serve_client, path=where)
         os.chmod(path, 0o600)
         async with server:
             await server.serve_forever()
@@ -206,6 +209,21 @@ class AgentApp:
         log.info("local_command", cmd=cmd, connector=ctl.id, request=req)
         await ctl.feed(event)
         return {"ok": True, "connector": connector_status(ctl)}
+
+
+async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run an auxiliary task; on a crash log it and restart it after a pause."""
+    delay = 1.0
+    while True:
+        try:
+            await run()
+            return
+        except (asyncio.CancelledError, ConfigError):
+            raise
+        except Exception as exc:
+            log.exception("task_crashed", task=name, error=str(exc), restart_in_s=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 60.0)
 
 
 def install_signal_handlers(task: asyncio.Task[Any]) -> None:

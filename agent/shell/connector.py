@@ -77,6 +77,7 @@ class ConnectorTiming:
     meter_poll_s: float = 1.0
     heartbeat_s: float = 1.0
     watchdog_ms: int = 3000
+    contactor_feedback_timeout_s: float = 0.5
 
 
 @dataclass
@@ -120,6 +121,11 @@ class ConnectorController:
         self._deadline: float | None = None
         self._relay_due = 0.0
         self._lock = asyncio.Lock()  # one step + its actions at a time
+        # Safe-state writes that did not reach a board (port gone, board silent): re-sent as
+        # soon as the board answers again, because the machine commands each change only once.
+        self._open_pending = False
+        self._duty_pending = False
+        self._feedback_hold_until = 0.0
 
     # --- start-up and shut-down ------------------------------------------------------------
 
@@ -188,6 +194,8 @@ class ConnectorController:
             await self._step(PilotReadFailed())
             return
         self.stats.last_cp_mv = s.cp_high_mv
+        if self._duty_pending:
+            await self._reassert_duty()
         await self._step(
             PilotSampled(
                 cp_high_mv=s.cp_high_mv,
@@ -208,6 +216,10 @@ class ConnectorController:
             log.debug("relay_read_failed", connector=self.id, error=str(exc))
             await self._step(RelayReadFailed())
             return
+        if self._open_pending:
+            await self._reassert_open()
+        if self._clock() < self._feedback_hold_until:
+            return  # the open only just reached the board: its contacts are still moving
         if inputs.contactor_closed != self.stats.last_contactor_feedback:
             self.stats.last_contactor_feedback = inputs.contactor_closed
             self._notify(FeedbackChanged(inputs.contactor_closed), self._clock())
@@ -228,11 +240,46 @@ class ConnectorController:
 
     async def _heartbeat_loop(self) -> None:
         while True:
+            if self._duty_pending:
+                await self._reassert_duty()
             try:
-                await self.pilot.heartbeat()
+                if not self._duty_pending:  # a stale PWM duty is on the board: let its
+                    await self.pilot.heartbeat()  # watchdog keep the line at +12 V
             except DriverError as exc:
                 log.warning("heartbeat_failed", connector=self.id, error=str(exc))
             await asyncio.sleep(self.timing.heartbeat_s)
+
+    # --- safe-state writes that failed ------------------------------------------------------
+
+    async def _reassert_open(self) -> None:
+        """The relay board answers again: send the open it missed (only ever an open)."""
+        async with self._lock:
+            if not self._open_pending or self.machine.contactor_commanded:
+                self._open_pending = False
+                return
+            try:
+                await self.relay.set_contactor(False)
+            except DriverError as exc:
+                log.error("contactor_open_resend_failed", connector=self.id, error=str(exc))
+                return
+            self._open_pending = False
+            # the machine times its welded check from its own (undelivered) open: give the
+            # contacts the feedback timeout from the open that did arrive before judging them
+            self._feedback_hold_until = self._clock() + self.timing.contactor_feedback_timeout_s
+            self._relay_due = 0.0
+            log.warning("contactor_open_resent", connector=self.id)
+
+    async def _reassert_duty(self) -> None:
+        """The pilot board answers again: write the duty the machine commands now."""
+        async with self._lock:
+            duty = self.machine.duty_commanded
+            try:
+                await self.pilot.set_duty(duty)
+            except DriverError as exc:
+                log.error("duty_resend_failed", connector=self.id, error=str(exc))
+                return
+            self._duty_pending = False
+            log.warning("duty_resent", connector=self.id, duty_permille=duty)
 
     # --- stepping and applying -------------------------------------------------------------
 
@@ -265,6 +312,8 @@ class ConnectorController:
             log.error("action_failed", connector=self.id, action=repr(action), error=str(exc))
             if isinstance(action, SetContactor) and not action.closed:
                 await self._retry_open()
+            elif isinstance(action, SetDuty):
+                self._duty_pending = True
         if not isinstance(action, SetDuty | SetLock | ResetBoardFaults):
             self._notify(action, now)
         self._log_action(action)
@@ -276,13 +325,16 @@ class ConnectorController:
                 return
             except DriverError as exc:
                 log.error("contactor_open_retry_failed", connector=self.id, error=str(exc))
+        self._open_pending = True
 
     async def _apply_one(self, action: Action) -> None:
         if isinstance(action, SetContactor):
             await self.relay.set_contactor(action.closed)
+            self._open_pending = False
             self._relay_due = 0.0  # read the mirror contact on the next cycle
         elif isinstance(action, SetDuty):
             await self.pilot.set_duty(action.duty)
+            self._duty_pending = False
         elif isinstance(action, SetLock):
             await self.relay.set_lock(action.locked)
             self._relay_due = 0.0

@@ -100,6 +100,7 @@ def make_controller(
         meter_poll_s=conn.meter.poll_ms / 1000,
         heartbeat_s=conn.pilot_board.heartbeat_ms / 1000,
         watchdog_ms=conn.pilot_board.watchdog_ms,
+        contactor_feedback_timeout_s=config.safety.contactor_feedback_timeout_ms / 1000,
     )
     return ConnectorController(conn.id, machine, pilot, relay, meter, timing)
 
