@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= build/demo
 
-.PHONY: demo test lint venv mosquitto clean bench
+.PHONY: demo test lint venv mosquitto clean bench fuzz faults
 
 venv: $(STAMP)
 
@@ -33,6 +33,15 @@ test: venv mosquitto lint
 
 bench: venv mosquitto
 	$(VENV)/bin/evse-hil bench
+
+# The dedicated fuzz run: 10,000 malformed MQTT command payloads and 10,000 malformed Modbus
+# answers on the virtual wire (make test runs a smaller budget of the same tests).
+fuzz: venv
+	EVSE_FUZZ_EXAMPLES=10000 $(PY) -m pytest -q tests/unit/test_api_fuzz.py
+	$(PY) -m hil.fuzz --modbus --cases 10000 --seed 1
+
+faults: venv mosquitto
+	$(VENV)/bin/evse-hil faults
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .hypothesis

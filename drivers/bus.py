@@ -157,6 +157,7 @@ class BusScheduler:
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_rx = 0.0
+        self._rx_buffer = b""  # the receive buffer pymodbus decoded the last answer from
         self._last_activity = 0.0
         self._last_connect_try = -1e9
         self._was_connected = False
@@ -383,7 +384,7 @@ class BusScheduler:
                 self.stats.io_errors += 1
                 raise self._io(f"transport failed: {exc}", job.unit) from exc
             self._last_activity = time.monotonic()
-            problem = self._mismatch(job, pdu)
+            problem = self._mismatch(job, pdu) or self._bad_header(job, pdu)
             if problem is not None:
                 self.stats.garbled += 1
                 await self._drain(job)
@@ -495,10 +496,26 @@ class BusScheduler:
             await asyncio.sleep(left)
         self._last_activity = time.monotonic()
 
+    def _bad_header(self, job: _Job, pdu: ModbusPDU) -> str | None:
+        """Check the raw frame's byte count, which pymodbus 3.16.1 does not: a read answer
+        with one byte too many (valid CRC) is otherwise decoded shifted (found by hil.fuzz)."""
+        if self.is_tcp or pdu.isError() or job.function not in (1, 2, 3, 4):
+            return None  # TCP frames carry an MBAP length; pymodbus checks it
+        buf = self._rx_buffer
+        expected = 2 * job.count if job.function in (3, 4) else (job.count + 7) // 8
+        if len(buf) < 3 or buf[0] != job.unit or buf[1] != job.function:
+            return "answer header does not match the request"
+        if buf[2] != expected:
+            return f"byte count {buf[2]}, expected {expected}"
+        return None
+
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         now = time.monotonic()
-        if not sending:
+        if sending:
+            self._rx_buffer = b""
+        else:
             self._last_rx = now
+            self._rx_buffer = bytes(data)
         self._last_activity = now
         return data
 
