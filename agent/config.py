@@ -167,6 +167,9 @@ class MqttConfig(_Strict):
     max_clock_skew_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     issuer_keys: dict[str, Path] | None = None
     journal_budget_mb: Annotated[float, Field(gt=0, le=100000)] = 64.0
+    # hard cap (SQLite max_page_count) below the disk: "disk full" at a known size, not at the
+    # partition's end; null = only the disk limits the journal
+    journal_hard_limit_mb: Annotated[float, Field(gt=0, le=100000)] | None = None
     retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
     discharge: bool = False
 

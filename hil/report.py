@@ -103,6 +103,7 @@ def render_markdown(result: RunResult, timeline: Timeline | None = None) -> str:
     ]
     if result.agent_log:
         lines.append(f"- agent log: `{result.agent_log}`")
+    lines += [f"- {note}" for note in result.notes]
     if result.error:
         first, _, rest = result.error.partition("\n")
         lines += ["", f"**Run error:** {first}"]
@@ -121,6 +122,13 @@ def render_markdown(result: RunResult, timeline: Timeline | None = None) -> str:
             detail = f" ({c.detail})" if c.detail else ""
             lines.append(f"| {o.step.index} | {c.name} | {_cell(c.measured)}{_cell(detail)} "
                          f"| {_cell(c.limit)} | {'PASS' if c.passed else '**FAIL**'} |")
+    if result.aggregator_events:
+        lines += ["", "## What the charger told the aggregator (evt)", "",
+                  "| seq | type | connector | body |", "|---|---|---|---|"]
+        for e in result.aggregator_events:
+            body = json.dumps(e.get("body", {}), separators=(",", ":"))
+            lines.append(f"| {e.get('seq')} | {e.get('type')} | {e.get('connector', '')} "
+                         f"| {_cell(body[:160])} |")
     lines += ["", "## Summary", ""]
     if failed:
         lines.append(f"{len(failed)} expectation(s) failed:")

@@ -24,6 +24,8 @@ import yaml
 
 from agent import localapi
 from agent.config import AgentConfig, parse_config
+from hil.aggregator import Aggregator, valley_profile
+from hil.broker import Broker, mosquitto_binary
 from hil.ev import EvParams, current_from_duty
 from hil.report import Timeline, plot_timeline, render_markdown
 from hil.rig import Rig, RigOptions
@@ -107,22 +109,44 @@ def rig_options(spec: dict[str, Any]) -> RigOptions:
     return RigOptions(ev=ev, **spec)
 
 
-def scenario_config(scenario: Scenario, override_path: str | None = None) -> AgentConfig:
+def scenario_config(scenario: Scenario, override_path: str | None = None,
+                    broker: Broker | None = None) -> AgentConfig:
     source = override_path or scenario.config
     path = Path(source) if source else DEFAULT_CONFIG
     if not path.is_absolute() and not path.exists():
         path = REPO_ROOT / path
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data = deep_merge(data, scenario.config_overrides)
+    if broker is not None:  # the private broker of this run: plain MQTT on loopback
+        mqtt = {"host": broker.host, "port": broker.port, "tls": False,
+                **(scenario.mqtt or {})}
+        data = deep_merge(data, {"mqtt": mqtt})
     return parse_config(data, source=str(path))
+
+
+def _start_broker(scenario: Scenario, out_dir: Path, result: RunResult) -> Broker | None:
+    """A private mosquitto when the scenario wants MQTT; without the binary, say so and run
+    the local part of the scenario (aggregator steps then fail as 'no broker')."""
+    if scenario.mqtt is None:
+        return None
+    if mosquitto_binary() is None:
+        result.notes.append("mosquitto not installed (apt-get install mosquitto): the "
+                            "aggregator part of this scenario cannot run")
+        return None
+    broker = Broker(out_dir / "broker")
+    broker.start()
+    result.notes.append(f"private mosquitto on {broker.host}:{broker.port} (pid {broker.pid})")
+    return broker
 
 
 class ScenarioRunner:
     """Executes steps against a started rig and (optionally) a running agent."""
 
-    def __init__(self, rig: Rig, agent: AgentProcess | None = None) -> None:
+    def __init__(self, rig: Rig, agent: AgentProcess | None = None,
+                 aggregator: Aggregator | None = None) -> None:
         self.rig = rig
         self.agent = agent
+        self.aggregator = aggregator
         self.mark: float = 0.0
         self.labels: dict[str, float] = {}
 
@@ -153,6 +177,9 @@ class ScenarioRunner:
             outcome.reply = await self.agent_request(args, step.connector)
             if not outcome.reply.get("ok", False) and args["cmd"] != "status":
                 outcome.error = f"agent refused: {outcome.reply.get('error')}"
+        elif kind == "aggregator":
+            self._set_mark(step, outcome, self.rig.now())
+            outcome.checks.append(await self.aggregator_command(args, step.connector))
         elif kind in ("expect", "wait_until"):
             check = await self.evaluate(args, step.connector)
             if kind == "expect" or not check.passed:
@@ -173,6 +200,25 @@ class ScenarioRunner:
             payload.setdefault("connector", connector or 1)
         path = self.rig.control_socket
         return await asyncio.to_thread(localapi.request, path, payload)
+
+    async def aggregator_command(self, args: dict[str, Any], connector: int | None) -> Check:
+        """Send a command as the aggregator; the check is its reply status."""
+        type_, body = args["type"], dict(args["body"])
+        name = f"aggregator {type_}"
+        if self.aggregator is None:
+            return Check(name, False, "no broker", "reply", "scenario needs mqtt and mosquitto")
+        if type_ == "valley":  # a setProfile whose window starts now (compressed time)
+            type_, body = "setProfile", valley_profile(datetime.now(UTC), **body)
+        self.rig.timeline.add("aggregator", self.rig.clock(), command=type_)
+        try:
+            reply = await self.aggregator.send(type_, body, connector=connector,
+                                               group=args.get("group"))
+        except TimeoutError:
+            return Check(name, False, "no reply within 5 s", args["expect_status"])
+        want = args["expect_status"]
+        got = f"{reply.get('status')}/{reply.get('reason')}"
+        return Check(name, reply.get("status") == want, got, want,
+                     str(reply.get("detail") or ""))
 
     async def connector_status(self, connector: int | None) -> dict[str, Any]:
         reply = await self.agent_request({"cmd": "status"}, None)
@@ -388,20 +434,28 @@ async def run_scenario(
     out_dir = _prepare_dir(out_dir)
     result = RunResult(scenario, started_wall=datetime.now(UTC).isoformat(timespec="seconds"))
     t_start = time.monotonic()
-    config = scenario_config(scenario, config_path)
+    broker = _start_broker(scenario, out_dir, result) if with_agent else None
+    config = scenario_config(scenario, config_path, broker)
     rig = Rig(config, out_dir / "run", options=rig_options(scenario.rig))
     agent: AgentProcess | None = None
     try:
-        await rig.start()
-        if on_ready is not None:
-            on_ready(rig)
-        if with_agent:
-            agent = AgentProcess(rig.patched_config_path, out_dir / "agent.log")
-            result.agent_log = agent.log_path
-            agent.start()
-            await agent.wait_ready()
-            rig.timeline.add("agent_ready", rig.clock(), pid=agent.pid)
-        await ScenarioRunner(rig, agent).run_steps(scenario, result)
+        async with contextlib.AsyncExitStack() as stack:
+            await rig.start()
+            if on_ready is not None:
+                on_ready(rig)
+            aggregator = None
+            if with_agent:
+                agent = AgentProcess(rig.patched_config_path, out_dir / "agent.log")
+                result.agent_log = agent.log_path
+                agent.start()
+                await agent.wait_ready()
+                rig.timeline.add("agent_ready", rig.clock(), pid=agent.pid)
+                if broker is not None:
+                    aggregator = await stack.enter_async_context(
+                        Aggregator(broker.host, broker.port, config.device_id))
+            await ScenarioRunner(rig, agent, aggregator).run_steps(scenario, result)
+            if aggregator is not None:
+                result.aggregator_events = list(aggregator.events)
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -409,6 +463,8 @@ async def run_scenario(
             code = await _stop_agent(agent)
             rig.timeline.add("agent_stopped", rig.clock(), returncode=code)
         await rig.stop()
+        if broker is not None:
+            broker.stop()
     result.duration_s = time.monotonic() - t_start
     write_outputs(result, rig.timeline, out_dir)
     return result

@@ -50,7 +50,11 @@ CONDITION_OPTIONS = frozenset({
     "within_ms", "within_s", "hold_s", "measure", "from", "tol_a", "connector",
 })
 STEP_META = frozenset({"label", "note", "connector"})
-STEP_KINDS = EV_ACTIONS | {"inject", "clear", "agent", "wait", "wait_until", "expect"}
+STEP_KINDS = EV_ACTIONS | {"inject", "clear", "agent", "aggregator", "wait", "wait_until",
+                           "expect"}
+AGGREGATOR_COMMANDS = frozenset({"setLimit", "setProfile", "clearProfile", "getComposite",
+                                 "startSession", "stopSession", "setConfig", "resync",
+                                 "valley"})
 
 
 class ScenarioError(ValueError):
@@ -84,6 +88,7 @@ class Scenario:
     config_overrides: dict[str, Any] = field(default_factory=dict)
     rig: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    mqtt: dict[str, Any] | None = None  # run with a private broker and a scripted aggregator
 
     @property
     def is_timed(self) -> bool:
@@ -128,6 +133,8 @@ class RunResult:
     agent_log: Path | None = None
     started_wall: str = ""
     duration_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    aggregator_events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def checks(self) -> list[Check]:
@@ -155,7 +162,7 @@ def load_scenario(path: str | Path) -> Scenario:
 def parse_scenario(data: Any, *, name: str = "scenario", path: Path | None = None) -> Scenario:
     if not isinstance(data, dict):
         raise ScenarioError(f"{name}: the top level must be a mapping with 'steps'")
-    unknown = set(data) - {"name", "title", "config", "config_overrides", "rig", "steps"}
+    unknown = set(data) - {"name", "title", "config", "config_overrides", "rig", "steps", "mqtt"}
     if unknown:
         raise ScenarioError(f"{name}: unknown top-level keys {sorted(unknown)}")
     raw_steps = data.get("steps")
@@ -170,6 +177,7 @@ def parse_scenario(data: Any, *, name: str = "scenario", path: Path | None = Non
         config_overrides=dict(data.get("config_overrides") or {}),
         rig=dict(data.get("rig") or {}),
         path=path,
+        mqtt=None if data.get("mqtt") in (None, False) else dict(data.get("mqtt") or {}),
     )
 
 
@@ -207,6 +215,8 @@ def _step_args(where: str, kind: str, value: Any) -> dict[str, Any]:
         return {"fault": fault, "value": value[fault] if kind == "inject" else False}
     if kind == "agent":
         return _agent_args(where, value)
+    if kind == "aggregator":
+        return _aggregator_args(where, value)
     if kind in ("expect", "wait_until"):
         if not isinstance(value, dict):
             raise ScenarioError(f"{where}: {kind} takes a mapping, e.g. {{contactor: open}}")
@@ -245,6 +255,24 @@ def _agent_args(where: str, value: Any) -> dict[str, Any]:
     if value["cmd"] not in AGENT_COMMANDS:
         raise ScenarioError(f"{where}: unknown agent command {value['cmd']!r}")
     return dict(value)
+
+
+def _aggregator_args(where: str, value: Any) -> dict[str, Any]:
+    """``aggregator: {setLimit: {...body...}, expect_status: accepted}``."""
+    if not isinstance(value, dict):
+        raise ScenarioError(f"{where}: aggregator takes e.g. {{setLimit: {{...}}}}")
+    cmds = [k for k in value if k in AGGREGATOR_COMMANDS]
+    if len(cmds) != 1:
+        raise ScenarioError(f"{where}: aggregator needs one of {sorted(AGGREGATOR_COMMANDS)}")
+    extra = set(value) - {cmds[0], "expect_status", "group"}
+    if extra:
+        raise ScenarioError(f"{where}: aggregator: unknown keys {sorted(extra)}")
+    body = value[cmds[0]] or {}
+    if not isinstance(body, dict):
+        raise ScenarioError(f"{where}: the {cmds[0]} body must be a mapping")
+    return {"type": cmds[0], "body": dict(body),
+            "expect_status": str(value.get("expect_status", "accepted")),
+            "group": value.get("group")}
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -102,7 +102,9 @@ class Reporter:
         tracker = svc.trackers[cid]
         ctl = svc.controllers[cid]
         ev = svc.events
-        if isinstance(note, EvLevelChanged) and note.old is not None:
+        if isinstance(note, EvLevelChanged) and (
+                note.old is not None or note.new is not CpLevel.STATE_1):
+            # Before the first stable level the charger shows state 1 (A): report from A.
             ev.event("pilotStateChanged", from_wire(m.PilotStateChangedBody, {
                 "from": ev_letter(note.old), "to": ev_letter(note.new),
                 "volts": max(-15.0, min(15.0, note.cp_mv / 1000))}), cid)
@@ -168,6 +170,8 @@ class Reporter:
             self._last_tel = time.time()
             for tracker in self.svc.trackers.values():
                 tracker.tick(self._last_tel)
+                if self.svc.events.failures:  # a sessionEnded refused (disk full) earlier:
+                    tracker.report_unreported()  # journal it now rather than at the next boot
             self.svc.events.telemetry([self._connector_tel(cid) for cid in self.svc.controllers])
 
     def _connector_tel(self, cid: int) -> m.ConnectorTelemetry:

@@ -75,7 +75,9 @@ class OrderlyService:
         self.journal = Journal(
             state / "journal.db", device_id=config.device_id, boot_id=self.boot_id,
             budget_bytes=int(self.mqtt.journal_budget_mb * 1e6),
-            retention_s=self.mqtt.retention_days * 86400)
+            retention_s=self.mqtt.retention_days * 86400,
+            hard_limit_bytes=None if self.mqtt.journal_hard_limit_mb is None
+            else int(self.mqtt.journal_hard_limit_mb * 1e6))
         self.ledger = Ledger(state / "sessions.db")
         self.security = SecurityLog(state / "security.log")
         self.events = EventLog(self.journal)

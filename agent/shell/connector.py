@@ -290,8 +290,8 @@ class ConnectorController:
             self._deadline = step.next_deadline
             for action in step.actions:
                 await self._apply(action, now)
-            level = self.machine.ev_level
-            if level != self._ev_level:
+            level = self.machine.ev_level  # None while the debouncer restarts after a gap
+            if level is not None and level != self._ev_level:
                 old, self._ev_level = self._ev_level, level
                 self._notify(EvLevelChanged(old, level, self.stats.last_cp_mv or 0), now)
             return step
