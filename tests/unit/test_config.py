@@ -79,3 +79,33 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("buses: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def _models() -> list[type[Any]]:
+    from agent import config as c
+
+    return [c.AgentConfig, c.SerialBus, c.TcpBus, c.ConnectorConfig, c.PilotBoardConfig,
+            c.RelayBoardConfig, c.MeterConfig, c.MeterRegisterConfig, c.SafetyConfig,
+            c.LoggingConfig, c.MqttConfig, c.FailsafeConfig]
+
+
+def test_every_config_key_is_documented_in_the_example() -> None:
+    import re
+
+    text = EXAMPLE.read_text()
+    missing = [f"{m.__name__}.{name}" for m in _models() for name in m.model_fields
+               if not re.search(rf"\b{name}\b\s*:", text)]
+    assert not missing, f"document these keys in {EXAMPLE.name}: {missing}"
+
+
+def test_commented_mqtt_example_is_valid(example: dict[str, Any]) -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("# mqtt:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:])
+    example["mqtt"] = yaml.safe_load("\n".join(block))["mqtt"]
+    cfg = parse_config(example)
+    assert cfg.mqtt is not None and cfg.mqtt.tls and cfg.mqtt.cert_file is not None
