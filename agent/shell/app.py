@@ -117,7 +117,7 @@ class AgentApp:
         interval = watchdog_interval_s()
         if interval is None:
             return
-        seen = {c.id: -1 for c in self._controllers.values()}
+        seen = {c.id: c.stats.cycles for c in self._controllers.values()}
         while True:
             await asyncio.sleep(interval)
             progressing = all(c.stats.cycles != seen[c.id] for c in self._controllers.values())
