@@ -35,7 +35,7 @@ from agent.orderly.reporter import Reporter
 from agent.orderly.runtime import RuntimeSettings
 from agent.orderly.security import SecurityLog
 from agent.orderly.sessions import Reading, SessionTracker
-from agent.pilot import LimitChanged, StopRequested
+from agent.pilot import Authorize, LimitChanged, StopRequested
 from agent.shell.connector import ConnectorController
 from agent.store import CommandStore
 
@@ -175,6 +175,8 @@ class OrderlyService:
         return self.trackers[cid].session is not None
 
     async def _feed(self, cid: int, event: Any) -> object:
+        if isinstance(event, Authorize):  # the record names who started it, charged or not
+            self.trackers[cid].authorised(event.id_tag)
         return await self.controllers[cid].feed(event)
 
     def _stop_origin(self, cid: int, origin: StopReason) -> None:
