@@ -307,8 +307,9 @@ class ConnectorController:
         try:
             await self._apply_one(action)
         except DriverError as exc:
-            # The machine learns of a dead board from the next failed poll; an open that
-            # failed is retried by the machine's own deadline logic (it keeps commanding open).
+            # The machine learns of a dead board from the next failed poll. It commands each
+            # change once, so a failed open is retried here and re-sent when the relay board
+            # answers again; a failed duty is re-sent when the pilot board answers again.
             log.error("action_failed", connector=self.id, action=repr(action), error=str(exc))
             if isinstance(action, SetContactor) and not action.closed:
                 await self._retry_open()
