@@ -184,7 +184,9 @@ class Journal:
             except JournalError as exc:
                 if exc.context.get("cause") != "disk_full":
                     raise
-                if self._drop_telemetry() or (entry.kind == "evt" and self._prune_sent_early()):
+                # Older telemetry goes first; then sent events (already delivered, kept only for
+                # resync) give way, so a drained journal takes new telemetry again.
+                if self._drop_telemetry() or self._prune_sent_early():
                     continue
                 if entry.kind == "tel":
                     self._tel_rejected += 1

@@ -4,6 +4,10 @@
     evse-hil run SCENARIO [--out DIR] [--config C]  rig + agent + scenario -> report.md,
                                                     timeline.png, timeline.json; exit 1 on FAIL
     evse-hil list                                   the scenarios shipped in hil/scenarios
+    evse-hil faults [--only NAME] [--quick] [--out DIR]   the fault matrix -> faults.md/.json
+    evse-hil bench [--quick] [--only P1,P2] [--out DIR]
+                                                    performance figures -> results.json and
+                                                    BENCHMARKS.md (the repo's, on a full run)
 """
 
 from __future__ import annotations
@@ -36,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="output directory (default build/hil/NAME)")
     run.add_argument("--config", default=None, help="agent config (default: the scenario's)")
     sub.add_parser("list", help="list the shipped scenarios")
+    faults = sub.add_parser("faults", help="run the fault matrix (exit 1 if a row fails)")
+    faults.add_argument("--only", action="append", default=None, metavar="NAME",
+                        help="run only this case (repeatable)")
+    faults.add_argument("--quick", action="store_true", help="fewer SIGKILL iterations")
+    faults.add_argument("--out", default=None, help="output directory (default build/faults)")
+    bench = sub.add_parser("bench", help="measure the agent against its performance goals")
+    bench.add_argument("--quick", action="store_true", help="small sizes, under 2 minutes")
+    bench.add_argument("--only", default=None, help="comma-separated subset, e.g. P1,P2")
+    bench.add_argument("--out", default=None, help="output directory (default build/bench/TS)")
     return p
 
 
@@ -46,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
             return _rig(args.config, args.run_dir)
         if args.command == "run":
             return _run(args.scenario, args.out, args.config)
+        if args.command == "faults":
+            from hil.faults.runner import main as faults_main
+
+            return faults_main(args.out, args.only, args.quick)
+        if args.command == "bench":
+            from hil.bench.cli import bench_command
+            return bench_command(args.quick, args.only, args.out)
         for path in sorted(SCENARIO_DIR.glob("*.yaml")):
             print(f"{path.stem:32} {load_scenario(path).title}")
         return 0

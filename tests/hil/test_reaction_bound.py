@@ -50,12 +50,10 @@ TOPOLOGIES = {"default": _example, "control-57600": _control_57600,
               "single-19200": _single_19200}
 
 
-async def _until(pred: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not pred():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
+async def _until(pred: Any) -> None:
+    async with asyncio.timeout(5.0):
+        while not pred():  # noqa: ASYNC110 (polling the rig)
+            await asyncio.sleep(0.02)
 
 
 def _reaction_ms(rig: Rig, t: float) -> float:

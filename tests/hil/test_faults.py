@@ -1,0 +1,30 @@
+"""The fault matrix of ``evse-hil faults``, case by case (the same cases, the same checks).
+
+Each case runs on a fresh rig + agent process (+ private mosquitto for MQTT cases) and passes
+only if it ends in the safe state where required, recovers by itself where it can, and loses no
+journaled message or session. SIGKILL runs 20 iterations. See ``hil/faults/cases.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hil.faults.broker_ctl import mosquitto_binary
+from hil.faults.cases import CASES, FaultCase
+from hil.faults.runner import FULL_SIGKILL, render_markdown, run_case
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+async def test_fault_case(case: FaultCase, tmp_path: Path) -> None:
+    if case.mqtt and mosquitto_binary() is None:
+        pytest.skip("mosquitto binary not found: run `make mosquitto`")
+    result = await run_case(case, tmp_path, sigkill_iterations=FULL_SIGKILL)
+    table = render_markdown([result], result.outcome.duration_s)
+    assert result.outcome.error is None, table
+    assert result.passed, "\n".join(result.outcome.failures) + "\n" + table
+
+
+def test_sigkill_runs_at_least_twenty_times() -> None:
+    assert FULL_SIGKILL >= 20
