@@ -100,14 +100,17 @@ class Overcurrent:
     The onset is timed against the offer now in force. After a cut of the offer the vehicle
     may take ``follow_s`` to follow the new duty, so within that window only a current above
     the *previous* offer's threshold trips on its own; one above the new offer alone trips at
-    ``max(onset + persist_s, end of the window)``. An overload that starts just after a
-    curtailment is therefore still cut ``persist_s`` after its onset, not ``follow_s`` later."""
+    ``max(onset + persist_s, end of the window open at the onset)``. An overload that starts
+    just after a curtailment is therefore still cut ``persist_s`` after its onset, not
+    ``follow_s`` later; and cuts inside an open window do not extend it, so a limit that flaps
+    faster than ``follow_s`` cannot keep an EV that ignores it from being cut."""
 
     abs_margin_a: float
     rel_margin: float
     persist_s: float
     follow_s: float
     since: float | None = None  # onset against the offer in force
+    since_window_end: float = 0.0  # end of the follow window that was open at that onset
     since_lenient: float | None = None  # onset against the previous offer (follow window)
     offer_a: float = 0.0
     previous_a: float = 0.0
@@ -115,7 +118,13 @@ class Overcurrent:
 
     def offer(self, amps: float, now: float) -> None:
         if amps < self.offer_a:
-            self.previous_a, self.previous_until = self.offer_a, now + self.follow_s
+            if now < self.previous_until:
+                # A further cut inside the follow window: the highest offer of the window
+                # stays the reference, but the window is not extended, or a limit that flaps
+                # faster than follow_s would let an EV ignore every cut forever.
+                self.previous_a = max(self.previous_a, self.offer_a)
+            else:
+                self.previous_a, self.previous_until = self.offer_a, now + self.follow_s
         self.offer_a = amps
 
     def _limit(self, ref: float) -> float:
@@ -132,6 +141,7 @@ class Overcurrent:
         if amps > self._limit(self.offer_a):
             if self.since is None:
                 self.since = now
+                self.since_window_end = max(now, self.previous_until)
         else:
             self.since = None
         if amps > self.threshold(now):
@@ -150,5 +160,5 @@ class Overcurrent:
         if self.since_lenient is not None:
             times.append(self.since_lenient + self.persist_s)
         if self.since is not None:
-            times.append(max(self.since + self.persist_s, self.previous_until))
+            times.append(max(self.since + self.persist_s, self.since_window_end))
         return min(times) if times else None

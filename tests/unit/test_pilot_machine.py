@@ -304,6 +304,20 @@ def test_overload_just_after_a_curtailment_is_cut_5_to_10_s_after_its_onset() ->
     assert faults_raised(rig) == [FaultCode.OVERCURRENT]
 
 
+def test_a_flapping_limit_does_not_extend_the_follow_window_forever() -> None:
+    rig = charging_rig(hardware_rating_a=32.0)
+    rig.ev.ignore_duty_a = 32.0  # the EV never follows the cuts
+    onset = rig.now
+    for i in range(120):  # the limit flaps 10/16 A every 100 ms for 12 s
+        rig.feed(LimitChanged(10.0 if i % 2 == 0 else 16.0))
+        rig.run(0.1)
+        if not rig.coil:
+            break
+    [(when, pos)] = open_steps(rig, onset)
+    assert 5.0 <= when - onset < 10.0 and pos == 0
+    assert faults_raised(rig) == [FaultCode.OVERCURRENT]
+
+
 def test_pilot_board_lost_opens_and_needs_a_fresh_start() -> None:
     rig = charging_rig()
     rig.pilot_silent = True
