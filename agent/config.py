@@ -125,7 +125,7 @@ class SafetyConfig(_Strict):
     overcurrent_rel_margin: Annotated[float, Field(ge=0, le=0.5)] = 0.10
     overcurrent_persist_s: Annotated[float, Field(ge=1, le=5)] = 5.0
     meter_grace_s: Annotated[float, Field(ge=0, le=300)] = 10.0
-    pilot_lost_ms: Annotated[float, Field(ge=20, le=1000)] = 60.0
+    pilot_lost_ms: Annotated[float, Field(ge=20, le=1000)] = 80.0
     pilot_frozen_ms: Annotated[float, Field(ge=20, le=2000)] = 100.0
     relay_lost_ms: Annotated[float, Field(ge=100, le=10000)] = 1000.0
     pause_open_timeout_s: Annotated[float, Field(ge=0.5, le=10)] = 3.0
