@@ -45,11 +45,14 @@ from agent.pilot import (
     Step,
     Tick,
 )
+from drivers.board_maps import PilotStatus
 from drivers.interfaces import Meter, MeterReading
 from drivers.pilot_board import PilotBoardDriver
 from drivers.relay_board import RelayBoardDriver
 
 log = structlog.get_logger("agent.connector")
+
+DUTY_MISMATCH_POLLS = 20  # ~200 ms of a board outputting another duty than commanded
 
 EventSink = Callable[[int, Any, float], None]
 
@@ -125,6 +128,7 @@ class ConnectorController:
         # soon as the board answers again, because the machine commands each change only once.
         self._open_pending = False
         self._duty_pending = False
+        self._duty_mismatch = 0
         self._feedback_hold_until = 0.0
 
     # --- start-up and shut-down ------------------------------------------------------------
@@ -194,6 +198,7 @@ class ConnectorController:
             await self._step(PilotReadFailed())
             return
         self.stats.last_cp_mv = s.cp_high_mv
+        self._check_duty(s.duty_actual, s.status)
         if self._duty_pending:
             await self._reassert_duty()
         await self._step(
@@ -268,6 +273,20 @@ class ConnectorController:
             self._feedback_hold_until = self._clock() + self.timing.contactor_feedback_timeout_s
             self._relay_due = 0.0
             log.warning("contactor_open_resent", connector=self.id)
+
+    def _check_duty(self, duty_actual: int, status: int) -> None:
+        """The board outputs another duty than commanded for a while (a write it applied late,
+        a reset): write it again. Not while its watchdog holds +12 V (FAILSAFE): the heartbeat
+        is what clears that."""
+        if duty_actual == self.machine.duty_commanded or status & PilotStatus.FAILSAFE:
+            self._duty_mismatch = 0
+            return
+        self._duty_mismatch += 1
+        if self._duty_mismatch >= DUTY_MISMATCH_POLLS:
+            self._duty_mismatch = 0
+            self._duty_pending = True
+            log.warning("duty_mismatch", connector=self.id, actual=duty_actual,
+                        commanded=self.machine.duty_commanded)
 
     async def _reassert_duty(self) -> None:
         """The pilot board answers again: write the duty the machine commands now."""

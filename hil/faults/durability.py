@@ -93,7 +93,7 @@ async def journal_corrupt(b: Bench, o: Outcome) -> None:
     await end_session(b)
     await wait_log(b, "mqtt_connected", 2, 10.0)
     await sessions_check(b, o)
-    boots = {}
+    boots: dict[object, int] = {}
     for seq, body in sorted(b.sub.by_seq().items()):
         boots.setdefault(body.get("bootId"), seq)
     first_new = max(boots.values()) if len(boots) > 1 else None
