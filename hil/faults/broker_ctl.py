@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -28,12 +27,7 @@ from typing import Any
 
 import aiomqtt
 
-HOST = "127.0.0.1"
-
-
-def mosquitto_binary() -> str | None:
-    return shutil.which("mosquitto") or shutil.which(
-        "mosquitto", path="/usr/sbin:/usr/local/sbin:/sbin")
+from hil.broker import HOST, _accepts, free_port, mosquitto_binary
 
 
 def _passwd_binary() -> str:
@@ -42,21 +36,6 @@ def _passwd_binary() -> str:
     if found is None:
         raise RuntimeError("mosquitto_passwd not found (Debian package mosquitto)")
     return found
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port if port != 1883 else free_port(host)
-
-
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 class Mosquitto:

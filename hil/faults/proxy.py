@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from hil.faults.broker_ctl import HOST
+from hil.broker import HOST
 
 
 class BlackholeProxy:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.faults.broker_ctl import mosquitto_binary
+from hil.broker import mosquitto_binary
 from hil.faults.cases import CASES, FaultCase
 from hil.faults.runner import FULL_SIGKILL, render_markdown, run_case
 
