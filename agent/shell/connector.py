@@ -53,6 +53,8 @@ from drivers.relay_board import RelayBoardDriver
 log = structlog.get_logger("agent.connector")
 
 DUTY_MISMATCH_POLLS = 20  # ~200 ms of a board outputting another duty than commanded
+METER_FROZEN_READS = 10  # identical readings in a row while current flows: a frozen meter
+FROZEN_MIN_CURRENT_A = 1.0
 
 EventSink = Callable[[int, Any, float], None]
 
@@ -231,6 +233,7 @@ class ConnectorController:
         await self._step(RelaySampled(inputs.contactor_closed, inputs.lock_engaged))
 
     async def _meter_loop(self) -> None:
+        frozen = 0
         while True:
             try:
                 reading = await self.meter.read()
@@ -239,8 +242,18 @@ class ConnectorController:
                 log.debug("meter_read_failed", connector=self.id, error=str(exc))
                 await self._step(MeterReadFailed())
             else:
+                # A meter that answers with the very same values while current flows has
+                # frozen (real readings jitter): it counts as lost, or it would blind the
+                # overcurrent check and the energy record.
+                drawing = max(reading.current_a, default=0.0) > FROZEN_MIN_CURRENT_A
+                frozen = frozen + 1 if drawing and reading == self.stats.last_meter else 0
                 self.stats.last_meter = reading
-                await self._step(MeterSampled(reading.current_a))
+                if frozen >= METER_FROZEN_READS:
+                    if frozen == METER_FROZEN_READS:
+                        log.error("meter_frozen", connector=self.id, reads=frozen)
+                    await self._step(MeterReadFailed())
+                else:
+                    await self._step(MeterSampled(reading.current_a))
             await asyncio.sleep(self.timing.meter_poll_s)
 
     async def _heartbeat_loop(self) -> None:

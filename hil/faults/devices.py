@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from pymodbus.framer import FramerRTU
 
+from agent.shell.connector import METER_FROZEN_READS
 from hil.faults.bench import Bench
 from hil.faults.outcome import Outcome
 
@@ -124,15 +125,19 @@ async def meter_slow(b: Bench, o: Outcome) -> None:
 
 
 async def meter_frozen(b: Bench, o: Outcome) -> None:
-    """Values stop changing while the meter still answers: not detectable as a fault."""
+    """Values stop changing while the meter still answers and current flows: after
+    ``METER_FROZEN_READS`` identical readings the agent treats the meter as lost."""
     if not await start_charging(b, o):
         return
     await asyncio.sleep(1.0)
     b.r.connector().meter.freeze(True)
-    b.r.timeline.add("inject", b.r.clock(), fault="meter_freeze", value=True)
-    await continue_charging(b, o, 3.0)
+    t0 = b.r.timeline.add("inject", b.r.clock(), fault="meter_freeze", value=True).t
+    cfg = b.r.config
+    limit = (METER_FROZEN_READS + 1) * cfg.connectors[0].meter.poll_ms / 1000 \
+        + cfg.safety.meter_grace_s + 2.0
+    await expect_safe(b, o, t0, limit, "METER_LOST")
     b.r.connector().meter.freeze(False)
-    await asyncio.sleep(1.0)
+    await expect_recovery(b, o, "by itself (meter moves again) + fresh authorisation")
     b.r.ev_action("open_s2")
     await asyncio.sleep(0.5)
     b.r.ev_action("unplug")
@@ -145,11 +150,8 @@ async def meter_frozen(b: Bench, o: Outcome) -> None:
         o.check(abs(rec["energyWh"] - rig_wh) <= 2, f"session energy {rec['energyWh']} Wh = "
                 f"meter register {rig_wh:.1f} Wh once it moves again")
         o.data_detail = f"energy {rec['energyWh']} Wh vs meter {rig_wh:.1f} Wh"
-    o.say("kept charging (frozen values are plausible values); energy from the register "
-          "difference, so the session total catches up when the meter moves again")
-    o.notes.append("no frozen-meter detection in the agent: the meter is not a safety input "
-                   "(overcurrent also relies on it: a frozen reading would blind that check)")
-    o.recovered, o.recovery = True, "nothing to recover"
+    o.notes.append(f"frozen = {METER_FROZEN_READS} identical readings in a row with current "
+                   "flowing, then the meter grace time (the overcurrent check needs the meter)")
     await finish_data_check(b, o)
 
 
