@@ -14,7 +14,6 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -99,11 +98,6 @@ class Aggregator:
         async with asyncio.timeout(timeout_s), self._arrived:
             await self._arrived.wait_for(lambda: command_id in self._replies)
             return self._replies[command_id]
-
-    async def events_of(self, type_: str) -> AsyncIterator[dict[str, Any]]:
-        for e in list(self.events):
-            if e.get("type") == type_:
-                yield e
 
 
 def valley_profile(now: datetime, *, peak_a: float, valley_a: float, peak_s: int,

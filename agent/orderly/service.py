@@ -11,7 +11,6 @@ import asyncio
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -249,8 +248,3 @@ def _limit(value: float, unit: str) -> tuple[float, RateUnit]:
     if unit == "kW":
         return value * 1000, RateUnit.W
     return value, RateUnit(unit)
-
-
-def state_files(state_dir: Path) -> list[Path]:
-    return [state_dir / n for n in ("journal.db", "sessions.db", "commands.db", "limits.json",
-                                    "runtime.json", "security.log")]

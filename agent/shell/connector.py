@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -95,7 +95,6 @@ class ConnectorStats:
     last_meter: MeterReading | None = None
     last_cp_mv: int | None = None
     last_contactor_feedback: bool | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 class ConnectorController:
