@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -131,12 +132,18 @@ class Rig:
             self._sync(self.clock())
             self._tick_task = asyncio.get_running_loop().create_task(self._tick())
             self._started = True
+            # The simulated boards must answer like hardware: a full garbage collection of a
+            # big host process (a long pytest run) stalled them for 100+ ms. Older objects
+            # are frozen out of the collector while the rig runs.
+            gc.collect()
+            gc.freeze()
         except BaseException:
             await self.stop()
             raise
         return self
 
     async def stop(self) -> None:
+        gc.unfreeze()
         if self._tick_task is not None:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

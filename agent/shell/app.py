@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import signal
@@ -101,6 +102,10 @@ class AgentApp:
                 sd_notify(f"STATUS=waiting for boards: {exc}")
                 await asyncio.sleep(SAFE_STATE_RETRY_S)
         self.ready = True
+        # Everything built so far lives as long as the agent: keep it out of the collector so
+        # a full collection never pauses the safety loop for long.
+        gc.collect()
+        gc.freeze()
         sd_notify(f"READY=1\nSTATUS=charging control running\nMAINPID={os.getpid()}")
         log.info("agent_ready", device_id=self.config.device_id,
                  connectors=sorted(self._controllers), startup_s=round(
