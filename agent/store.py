@@ -40,6 +40,10 @@ _CAUSES: dict[int, str] = {
 }
 
 Row = tuple[Any, ...]
+# Page cache per connection (SQLite's default is 2000 KiB). The start-up quick_check reads every
+# page, so a grown journal would fill the default cache at once and keep it for the process's life
+# (+1.5 MB RSS measured with a 100k-row backlog); 512 KiB did not slow the backlog drain.
+CACHE_KIB = 512
 
 
 def rfc3339(ts: float) -> str:
@@ -135,6 +139,7 @@ class Database:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA journal_size_limit=1048576")
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             check = conn.execute("PRAGMA quick_check").fetchall()
             if check != [("ok",)]:
                 raise _CorruptError("quick_check: " + "; ".join(str(r[0]) for r in check[:3]))

@@ -1,41 +1,38 @@
 """One owner per bus: a single asyncio task runs every Modbus transaction of one port.
 
-RS-485 is half duplex and Modbus RTU has no transaction id, so several tasks sharing a client
+RS-485 is half duplex and Modbus RTU has no transaction id, so several tasks sharing a port
 would interleave, and a late answer could be taken for the next question. ``BusScheduler`` owns
-the pymodbus client of one port (``AsyncModbusSerialClient`` with the RTU framer, or
-``AsyncModbusTcpClient`` for ``tcp://host:port``), built inside the running loop, and runs one
-transaction at a time, lowest ``Priority`` first, FIFO within a priority. It never splits a
-transaction: callers (the meter driver) split long reads into short blocks so that no
-transaction holds the bus for long (``drivers.linetime`` turns this into a reaction bound).
+the link of one port, built inside the running loop, and runs one transaction at a time, lowest
+``Priority`` first, FIFO within a priority. When the bus is idle and nothing is queued, the
+caller's own task runs its transaction (no hand-over to the owner task and back: two event-loop
+wake-ups fewer per poll); anything submitted meanwhile queues for the owner task, which takes
+the highest priority once the wire is free. It never splits a transaction: callers (the meter
+driver) split long reads into short blocks so that no transaction holds the bus for long
+(``drivers.linetime`` turns this into a reaction bound).
 
-pymodbus is told not to retry (``retries=0``) and not to reconnect (``reconnect_delay=0``):
-the scheduler decides both. Foreign exceptions become ``DriverTimeoutError``,
-``DriverIOError`` or ``ModbusExceptionError`` naming the bus and the unit.
+The wire itself is ``drivers.modbus_link``: a serial port driven by the loop's reader callback
+with pymodbus's RTU framer (framing and CRC), or pymodbus's TCP client. Retries and reconnects
+are the scheduler's.
 
-Stale answers (stack.md section 2): after a timeout, the RTU client in pymodbus 3.16.1 accepts
-a late reply to the previous request as the answer to the next one if device id and function
-code match; count and address are not checked. The scheduler therefore
+Stale answers: on RTU nothing pairs an answer with its request, so after a timeout a late reply
+could be taken for the answer to the next request. The scheduler therefore
 
-1. validates every answer: device id, function code, register/bit count (reads), address and
-   value or count echo (writes); an answer that does not fit is rejected (``DriverIOError``,
-   counted as ``garbled``), never returned;
+1. validates every answer: device id, function code, register/bit count and the raw byte count
+   (reads), address and value or count echo (writes); an answer that does not fit is rejected
+   (``DriverIOError``, counted as ``garbled``), never returned;
 2. after a timeout or a rejected answer, holds the bus for the drain window: the device's
-   worst-case latency + the line time of the longest RTU frame (256 bytes) + t3.5, extended
-   until the line has been quiet for a few character times. Bytes arriving then find no
-   pending request and pymodbus drops them ("received pdu without a corresponding request"),
-   and ``TransactionManager.execute`` clears the receive buffer before the next send, so no
-   private pymodbus state is touched. Closing and reopening the port was rejected: heavy, and
-   it races the reconnect logic.
+   worst-case latency + the line time of the answer it could still send + t3.5, extended until
+   the line has been quiet for a few character times. Bytes arriving while no request is
+   pending are dropped by the link (``stray_bytes``), and each request starts with an empty
+   receive buffer.
 
 So a late answer is never returned for another request, as long as the configured
 ``device_latency_s`` covers the device; if it does not, check (1) still rejects the answer
 unless it happens to have the same unit, function and count (then it is indistinguishable on
 RTU by construction: configure a timeout above the device's latency).
 
-CRC errors: the pymodbus framer drops a frame with a bad CRC silently, so the client sees a
-timeout. The scheduler watches received bytes (``trace_packet``): a timeout after bytes were
-received counts as ``garbled`` and raises ``DriverIOError``; silence raises
-``DriverTimeoutError``.
+CRC errors: the framer rejects the frame; bytes that arrived but never made a valid frame count
+as ``garbled`` and raise ``DriverIOError``; silence raises ``DriverTimeoutError``.
 """
 
 from __future__ import annotations
@@ -47,11 +44,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from agent.errors import DriverIOError, DriverTimeoutError, ModbusExceptionError
@@ -63,6 +56,14 @@ from drivers.linetime import (
     write_coils_bytes,
     write_registers_bytes,
     write_single_bytes,
+)
+from drivers.modbus_link import (
+    LinkLostError,
+    LinkTimeoutError,
+    RtuLink,
+    TcpLink,
+    make_link,
+    request_pdu,
 )
 
 
@@ -154,22 +155,24 @@ class BusScheduler:
         self.stats = BusStats()
         self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] | None = None
         self._seq = itertools.count()
-        self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
+        self._link: RtuLink | TcpLink | None = None
         self._task: asyncio.Task[None] | None = None
-        self._last_rx = 0.0
-        self._rx_buffer = b""  # the receive buffer pymodbus decoded the last answer from
         self._last_activity = 0.0
         self._last_connect_try = -1e9
         self._was_connected = False
+        self._wire_free = True  # no transaction on the wire (inline or by the owner task)
+        self._kick = asyncio.Event()  # a job was queued or the wire was released
 
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> BusScheduler:
-        """Build the client in the running loop, try to connect, start the owner task."""
+        """Build the link in the running loop, try to connect, start the owner task."""
         if self._task is not None:
             return self
         self._queue = asyncio.PriorityQueue()
-        self._client = self._make_client()
+        line = self.timing if isinstance(self.timing, LineTiming) else LineTiming(9600)
+        self._link = make_link(self.name, self.port, timeout_s=self.timeout_s, baud=line.baud,
+                               parity=line.parity, stopbits=line.stopbits)
         await self._try_connect()
         self._task = asyncio.create_task(self._run(), name=f"bus-{self.name}")
         return self
@@ -190,9 +193,9 @@ class BusScheduler:
                 _, _, job = self._queue.get_nowait()
                 if not job.future.done():
                     job.future.set_exception(self._io("bus stopped", job.unit))
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
 
     async def __aenter__(self) -> BusScheduler:
         return await self.start()
@@ -207,7 +210,12 @@ class BusScheduler:
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and self._client.connected
+        return self._link is not None and self._link.connected
+
+    @property
+    def stray_bytes(self) -> int:
+        """Bytes that arrived while no request was pending (late answers, noise): dropped."""
+        return 0 if self._link is None else self._link.stray_bytes
 
     def latency_of(self, unit: int) -> float:
         return self.unit_latency_s.get(unit, self.device_latency_s)
@@ -322,8 +330,40 @@ class BusScheduler:
             unit, function, address, count, values, Priority(priority), max(0, retries),
             loop.create_future(), time.monotonic(),
         )
+        if self._wire_free and self._queue.empty() and self.connected:
+            return await self._run_inline(job)
         self._queue.put_nowait((int(job.priority), next(self._seq), job))
+        self._kick.set()
         return await job.future
+
+    async def _run_inline(self, job: _Job) -> list[int]:
+        """Nothing else wants the bus: run the transaction in the caller's own task. Handing
+        it to the owner task and back costs two event-loop wake-ups per transaction, which on
+        the 10 ms pilot poll was a good part of the agent's CPU. Order is unchanged: a job
+        submitted meanwhile queues, and the owner task runs it once the wire is free."""
+        self._claim_wire()
+        try:
+            return await self._with_retries(job)
+        except asyncio.CancelledError:
+            # The caller went away with a request on the wire: hold the bus as after a
+            # timeout, so that a late answer is dropped, not taken for the next request.
+            self._hold_for_drain(job)
+            raise
+        finally:
+            self._release_wire()
+
+    def _claim_wire(self) -> None:
+        self._wire_free = False
+
+    def _release_wire(self) -> None:
+        self._wire_free = True
+        if self._queue is not None and not self._queue.empty():
+            self._kick.set()  # the owner task takes the highest priority waiting
+
+    def _hold_for_drain(self, job: _Job) -> None:
+        if isinstance(self.timing, LineTiming):
+            hold = self.timing.drain_time(self.latency_of(job.unit), _response_bytes(job))
+            self._last_activity = max(self._last_activity, time.monotonic() + hold)
 
     # --- the owner task --------------------------------------------------------------------
 
@@ -332,28 +372,35 @@ class BusScheduler:
         while self._task is not None:
             if not self.connected:
                 await self._try_connect()
-            try:
-                if self.connected:
-                    _, _, job = await self._queue.get()
-                else:
-                    _, _, job = await asyncio.wait_for(
-                        self._queue.get(), timeout=self.reconnect_interval_s
-                    )
-            except TimeoutError:
+            if self._queue.empty() or not self._wire_free:
+                # Dequeue only when the wire is free, so the highest priority waiting then
+                # goes next (a job taken early could be overtaken by a later safety write).
+                self._kick.clear()
+                timeout = None if self.connected else self.reconnect_interval_s
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), timeout)
                 continue
-            if job.future.done():  # the caller gave up while queued
-                continue
-            waited = time.monotonic() - job.submitted
-            key = job.priority.name
-            self.stats.queue_wait_max_s[key] = max(self.stats.queue_wait_max_s.get(key, 0), waited)
+            _, _, job = self._queue.get_nowait()
+            self._claim_wire()
             try:
-                result = await self._with_retries(job)
-            except (DriverIOError, DriverTimeoutError, ModbusExceptionError) as exc:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            else:
-                if not job.future.done():
-                    job.future.set_result(result)
+                await self._run_job(job)
+            finally:
+                self._release_wire()
+
+    async def _run_job(self, job: _Job) -> None:
+        if job.future.done():  # the caller gave up while the wire was busy
+            return
+        waited = time.monotonic() - job.submitted
+        key = job.priority.name
+        self.stats.queue_wait_max_s[key] = max(self.stats.queue_wait_max_s.get(key, 0), waited)
+        try:
+            result = await self._with_retries(job)
+        except (DriverIOError, DriverTimeoutError, ModbusExceptionError) as exc:
+            if not job.future.done():
+                job.future.set_exception(exc)
+        else:
+            if not job.future.done():
+                job.future.set_result(result)
 
     async def _with_retries(self, job: _Job) -> list[int]:
         attempt = 0
@@ -374,13 +421,13 @@ class BusScheduler:
                 self.stats.io_errors += 1
                 raise self._io("port unavailable", job.unit, port=self.port)
             await self._respect_gap()
-            rx_before = self._last_rx
+            assert self._link is not None
+            request = request_pdu(job.function, job.unit, job.address, job.count, job.values)
             try:
-                pdu = await self._call(job)
-            except ModbusIOException as exc:
-                garbled = self._last_rx != rx_before
-                raise await self._failure(job, garbled=garbled) from exc
-            except (ConnectionException, ModbusException, OSError) as exc:
+                pdu = await self._link.exchange(request, self.timeout_s)
+            except LinkTimeoutError as exc:
+                raise await self._failure(job, garbled=exc.garbled) from exc
+            except LinkLostError as exc:
                 self.stats.io_errors += 1
                 raise self._io(f"transport failed: {exc}", job.unit) from exc
             self._last_activity = time.monotonic()
@@ -416,33 +463,10 @@ class BusScheduler:
             function=job.function, address=job.address,
         )
 
-    async def _call(self, job: _Job) -> ModbusPDU:
-        client = self._client
-        assert client is not None
-        fc, unit, addr, n = job.function, job.unit, job.address, job.count
-        if fc == 1:
-            return await client.read_coils(addr, count=n, device_id=unit)
-        if fc == 2:
-            return await client.read_discrete_inputs(addr, count=n, device_id=unit)
-        if fc == 3:
-            return await client.read_holding_registers(addr, count=n, device_id=unit)
-        if fc == 4:
-            return await client.read_input_registers(addr, count=n, device_id=unit)
-        if fc == 5:
-            return await client.write_coil(addr, bool(job.values[0]), device_id=unit)
-        if fc == 6:
-            return await client.write_register(addr, job.values[0], device_id=unit)
-        if fc == 15:
-            bits = [bool(v) for v in job.values]
-            return await client.write_coils(addr, bits, device_id=unit)
-        if fc == 16:
-            return await client.write_registers(addr, list(job.values), device_id=unit)
-        raise ValueError(f"unsupported function {fc}")
-
     @staticmethod
     def _mismatch(job: _Job, pdu: ModbusPDU) -> str | None:
         """Why ``pdu`` cannot be the answer to ``job`` (None when it can)."""
-        if pdu.dev_id and pdu.dev_id != job.unit:
+        if pdu.dev_id != job.unit:  # 0 (broadcast) never answers
             return f"unit {pdu.dev_id} answered, asked {job.unit}"
         if pdu.isError():
             if pdu.function_code != job.function | 0x80:
@@ -490,7 +514,7 @@ class BusScheduler:
         await asyncio.sleep(self.timing.drain_time(self.latency_of(job.unit), expected))
         quiet = max(3 * self.timing.gap(), 0.005)
         deadline = time.monotonic() + max(1.0, 4 * self.timeout_s)
-        while (left := self._last_rx + quiet - time.monotonic()) > 0:
+        while (left := self._last_rx() + quiet - time.monotonic()) > 0:
             if time.monotonic() > deadline:  # a babbling line: give up holding it
                 break
             await asyncio.sleep(left)
@@ -501,7 +525,7 @@ class BusScheduler:
         with one byte too many (valid CRC) is otherwise decoded shifted (found by hil.fuzz)."""
         if self.is_tcp or pdu.isError() or job.function not in (1, 2, 3, 4):
             return None  # TCP frames carry an MBAP length; pymodbus checks it
-        buf = self._rx_buffer
+        buf = b"" if self._link is None else self._link.rx_frame
         expected = 2 * job.count if job.function in (3, 4) else (job.count + 7) // 8
         if len(buf) < 3 or buf[0] != job.unit or buf[1] != job.function:
             return "answer header does not match the request"
@@ -509,62 +533,27 @@ class BusScheduler:
             return f"byte count {buf[2]}, expected {expected}"
         return None
 
-    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        now = time.monotonic()
-        if sending:
-            self._rx_buffer = b""
-        else:
-            self._last_rx = now
-            self._rx_buffer = bytes(data)
-        self._last_activity = now
-        return data
+    def _last_rx(self) -> float:
+        return 0.0 if self._link is None else self._link.last_rx
 
     # --- connection ------------------------------------------------------------------------
 
-    def _make_client(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
-        common: dict[str, Any] = {
-            "name": self.name,
-            "reconnect_delay": 0,  # the scheduler reconnects
-            "timeout": self.timeout_s,
-            "retries": 0,  # the scheduler decides
-            "trace_packet": self._trace_packet,
-        }
-        if self.is_tcp:
-            host, _, port = self.port.removeprefix("tcp://").rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"bus {self.name}: {self.port!r} is not tcp://host:port")
-            return AsyncModbusTcpClient(host, port=int(port), framer=FramerType.SOCKET, **common)
-        assert isinstance(self.timing, LineTiming)
-        return AsyncModbusSerialClient(
-            self.port,
-            framer=FramerType.RTU,
-            baudrate=self.timing.baud,
-            bytesize=8,
-            parity=self.timing.parity.upper(),
-            stopbits=self.timing.stopbits,
-            **common,
-        )
-
     async def _try_connect(self, *, rate_limited: bool = False) -> bool:
-        client = self._client
-        if client is None:
+        link = self._link
+        if link is None:
             return False
-        if client.connected:
+        if link.connected:
             return True
         now = time.monotonic()
         if rate_limited and now - self._last_connect_try < self.reconnect_interval_s:
             return False
         self._last_connect_try = now
-        try:
-            ok = bool(await client.connect())
-        except (OSError, ModbusException):
-            ok = False
+        ok = await link.open()
         if ok:
-            await asyncio.sleep(0)  # let the transport call connection_made
             if self._was_connected:
                 self.stats.reconnects += 1
             self._was_connected = True
-        return ok and client.connected
+        return ok and link.connected
 
     def _io(self, message: str, unit: int, **context: object) -> DriverIOError:
         return DriverIOError(message, bus=self.name, unit=unit, **context)

@@ -14,15 +14,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from agent.api.jws import signing_payload, verify_envelope
 from agent.api.models import (
-    COMMAND_ADAPTER,
     MAX_JSON_DEPTH,
     MAX_PAYLOAD_BYTES,
     Command,
@@ -31,9 +29,13 @@ from agent.api.models import (
     SecurityRejectBody,
     SetLimitCommand,
     SetProfileCommand,
+    command_adapter,
 )
 from agent.api.reasons import Reason, ReplyStatus
 from agent.errors import ProtocolError
+
+if TYPE_CHECKING:  # only issuer keys need cryptography (agent.orderly.keys imports it then)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 MAX_DETAIL_CHARS = 1024
 _MAX_ERRORS_SHOWN = 8
@@ -155,7 +157,7 @@ def parse_command_with_source(raw: bytes) -> tuple[Command, dict[str, Any]]:
     if not isinstance(obj, dict):
         _schema_error("a command must be a JSON object", **ids)
     try:
-        command = COMMAND_ADAPTER.validate_json(raw, strict=True)
+        command = command_adapter().validate_json(raw, strict=True)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False)
         reasons = {_error_reason(e) for e in errors}

@@ -28,12 +28,15 @@ import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import ProtocolError
+
+if TYPE_CHECKING:  # cryptography costs ~7 MB RSS: imported only when a signature is checked
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 _ALLOWED_HEADER = frozenset({"alg", "kid", "typ", "cty"})
@@ -159,6 +162,8 @@ def verify_envelope(envelope: Mapping[str, Any], public_key: Ed25519PublicKey) -
     if payload_b64 and payload != expected:
         raise _invalid("the JWS payload differs from the canonical envelope")
     signing_input = f"{header_b64}.{payload_b64 or _b64encode(expected)}".encode("ascii")
+    from cryptography.exceptions import InvalidSignature  # lazy: see the imports above
+
     try:
         public_key.verify(signature, signing_input)
     except InvalidSignature as exc:

@@ -10,8 +10,9 @@ version bump.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from itertools import pairwise
-from typing import Annotated, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import (
     AwareDatetime,
@@ -53,6 +54,7 @@ def _config(*, by_name: bool) -> ConfigDict:
     return ConfigDict(
         alias_generator=_wire_name, strict=True, allow_inf_nan=False, frozen=True,
         extra="forbid", serialize_by_alias=True, validate_by_alias=True, validate_by_name=by_name,
+        defer_build=True,
     )
 
 
@@ -311,7 +313,12 @@ Command = Annotated[
     | DecommissionCommand,
     Field(discriminator="type"),
 ]
-COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+@cache
+def command_adapter() -> TypeAdapter[Command]:
+    """Built on first use: a charger that never receives a command never pays for it."""
+    return TypeAdapter(Command)
 
 
 # ----------------------------------------------------------------------------------------- replies
@@ -643,7 +650,12 @@ Event = Annotated[
     | SecurityRejectEvent,
     Field(discriminator="type"),
 ]
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+@cache
+def event_adapter() -> TypeAdapter[Event]:
+    """Built on first use (the agent itself validates event bodies, not whole events)."""
+    return TypeAdapter(Event)
 
 
 # ------------------------------------------------------------------------- telemetry, status, state
@@ -725,7 +737,12 @@ class OfflineStatus(_DeviceMessage):
 
 
 Status = OnlineStatus | OfflineStatus
-STATUS_ADAPTER: TypeAdapter[Status] = TypeAdapter(Status)
+
+
+@cache
+def status_adapter() -> TypeAdapter[Status]:
+    """Built on first use (schemas and tests; the agent builds OnlineStatus/OfflineStatus)."""
+    return TypeAdapter(Status)
 
 
 class ActiveProfile(CommandRef):
@@ -768,3 +785,20 @@ class State(_DeviceMessage):
 def encode(message: BaseModel) -> bytes:
     """Wire bytes of a device-originated message: wire names, UTC timestamps, no null fields."""
     return message.model_dump_json(by_alias=True, exclude_none=True).encode("utf-8")
+
+
+# The adapters under their old constant names, built on first access (PEP 562). mypy sees the
+# declarations only, so a misspelt ``m.Name`` is still an error rather than ``Any``.
+if TYPE_CHECKING:
+    COMMAND_ADAPTER: TypeAdapter[Command]
+    EVENT_ADAPTER: TypeAdapter[Event]
+    STATUS_ADAPTER: TypeAdapter[Status]
+else:
+    _ADAPTERS = {"COMMAND_ADAPTER": command_adapter, "EVENT_ADAPTER": event_adapter,
+                 "STATUS_ADAPTER": status_adapter}
+
+    def __getattr__(name: str) -> Any:
+        factory = _ADAPTERS.get(name)
+        if factory is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return factory()

@@ -32,11 +32,11 @@ _MQTT_BINDING = "0.2.0"
 
 # (file stem, components name, adapter) of every top-level payload.
 PAYLOADS: tuple[tuple[str, str, TypeAdapter[Any]], ...] = (
-    ("command", "Command", models.COMMAND_ADAPTER),
+    ("command", "Command", models.command_adapter()),
     ("reply", "Reply", TypeAdapter(models.Reply)),
-    ("event", "Event", models.EVENT_ADAPTER),
+    ("event", "Event", models.event_adapter()),
     ("telemetry", "Telemetry", TypeAdapter(models.Telemetry)),
-    ("status", "Status", models.STATUS_ADAPTER),
+    ("status", "Status", models.status_adapter()),
     ("state", "State", TypeAdapter(models.State)),
 )
 

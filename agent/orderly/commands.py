@@ -9,6 +9,7 @@ The reply goes out within one control cycle; the lifecycle follows as events.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -102,6 +103,7 @@ class CommandService:
         except Exception as exc:  # the reply must still go out; the agent keeps running
             log.exception("command_failed", command_id=cmd.id, type=cmd.type)
             outcome = Outcome(ReplyStatus.REJECTED, Reason.INTERNAL_ERROR, type(exc).__name__)
+        await asyncio.sleep(0)  # a limit fed by the command reaches the wire before the reply
         reply = m.Reply(
             command_id=cmd.id, device_id=self.device_id, status=outcome.status,
             reason=outcome.reason, detail=outcome.detail,
@@ -192,8 +194,7 @@ class CommandService:
                       LimitStatus.NOT_SUPPORTED: ReplyStatus.NOT_SUPPORTED}[status]
             return Outcome(mapped, Reason(reason.value))
         self._control.superseded(superseded, profile)
-        self._control.persist()
-        self._control.wake()
+        self._control.apply_now()
         return Outcome(ReplyStatus.ACCEPTED, Reason.OK)
 
     def _composite(self, cmd: m.GetCompositeCommand, targets: list[int],

@@ -100,6 +100,7 @@ class OrderlyControl:
         self._on_change = on_change
         self._clock = clock
         self._wake = asyncio.Event()
+        self._feeds: set[asyncio.Task[object]] = set()  # held so none is collected mid-flight
         self._started: set[str] = set()
         self._failsafe_since: float | None = None
         self.decommissioned = False
@@ -148,6 +149,14 @@ class OrderlyControl:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def apply_now(self) -> None:
+        """A command changed the limits: evaluate at once, so that the feed of a new limit is
+        the next thing the event loop runs (the vehicle waits for it); limits.json is written
+        right after it, and the control task recomputes its next wake-up."""
+        self.evaluate(self._clock())
+        asyncio.get_running_loop().call_soon(self.persist)
+        self.wake()
 
     def session_started(self, cid: int, at: float) -> None:
         self.connectors[cid].session_start = at
@@ -217,8 +226,13 @@ class OrderlyControl:
             if limit != c.fed_limit:
                 c.fed_limit = limit
                 changed = True
-                asyncio.get_running_loop().create_task(c.controller.feed(LimitChanged(limit)))
-                self._curtailment(cid, c, eff, prev, now)
+                loop = asyncio.get_running_loop()
+                feed = loop.create_task(c.controller.feed(LimitChanged(limit)))
+                self._feeds.add(feed)
+                feed.add_done_callback(self._feeds.discard)
+                # The session record's bookkeeping (a ledger write) runs after the feed task
+                # has put the new duty on the wire: it is not what the vehicle waits for.
+                loop.call_soon(self._curtailment, cid, c, eff, prev, now)
             t = self.engine.next_change_after(now, cid, ctx)
             if t is not None:
                 nxt.append(t)

@@ -11,6 +11,7 @@ Exact rational arithmetic (``Fraction``) keeps a float request from rounding one
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -82,7 +83,14 @@ class PilotProfile:
     @property
     def max_duty(self) -> int:
         """The highest PWM duty this profile ever emits (its current cap)."""
-        return _duty_for(self, Fraction(self.max_current_a))
+        return _max_duty(self)
+
+
+# The exact (Fraction) arithmetic costs ~10 us a call and the machine asks several times per
+# 10 ms step with the same few values; both functions are pure, so their results are memoised.
+@functools.lru_cache(maxsize=16)
+def _max_duty(profile: PilotProfile) -> int:
+    return _duty_for(profile, Fraction(profile.max_current_a))
 
 
 def _duty_for(profile: PilotProfile, amps: Fraction) -> int:
@@ -94,6 +102,7 @@ def _duty_for(profile: PilotProfile, amps: Fraction) -> int:
     return min(low, _LOW_SEGMENT_MAX_DUTY)
 
 
+@functools.lru_cache(maxsize=1024)
 def current_to_duty(profile: PilotProfile, amps: float) -> int | None:
     """Duty (0.1 %) to advertise ``amps``; None below 6 A (the caller pauses instead)."""
     if not math.isfinite(amps) or amps < _MIN_CURRENT:

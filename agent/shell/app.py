@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("agent.app")
 
 SAFE_STATE_RETRY_S = 0.5
-LAG_PROBE_S = 0.010
-LAG_WARN_S = 0.020
 SAFE_STATE_EXIT_TIMEOUT_S = 2.0
 
 
@@ -50,7 +48,6 @@ class AgentApp:
         self.config = config
         self.started_at = time.time()
         self.ready = False
-        self.max_loop_lag_s = 0.0
         self._wiring: Wiring | None = None
         self._controllers: dict[int, ConnectorController] = {}
         self.orderly: OrderlyService | None = None
@@ -79,7 +76,6 @@ class AgentApp:
                     for ctl in wiring.controllers:
                         tg.create_task(ctl.run(), name=f"connector-{ctl.id}")
                     tg.create_task(self._watchdog(), name="sd-watchdog")
-                    tg.create_task(self._loop_lag(), name="loop-lag")
                     # Reporting and local control must never take the safety loops down.
                     tg.create_task(_supervised("status", self._status_writer), name="status")
                     tg.create_task(_supervised("local_api", self._local_api), name="local-api")
@@ -137,17 +133,6 @@ class AgentApp:
                                                           for c in self._controllers.values()})
             seen = {c.id: c.stats.cycles for c in self._controllers.values()}
 
-    async def _loop_lag(self) -> None:
-        """How late the event loop runs a 10 ms timer: what the control loops suffer from
-        anything blocking the loop (a slow disk, a long callback). Logged above 20 ms."""
-        while True:
-            start = time.monotonic()
-            await asyncio.sleep(LAG_PROBE_S)
-            lag = time.monotonic() - start - LAG_PROBE_S
-            self.max_loop_lag_s = max(self.max_loop_lag_s, lag)
-            if lag > LAG_WARN_S:
-                log.warning("event_loop_lag", lag_ms=round(lag * 1000, 1))
-
     # --- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -157,7 +142,8 @@ class AgentApp:
             "pid": os.getpid(),
             "ready": self.ready,
             "uptimeS": round(time.time() - self.started_at, 1),
-            "maxLoopLagMs": round(self.max_loop_lag_s * 1000, 1),
+            "maxLoopLagMs": round(1000 * max(
+                (c.stats.max_loop_lag_s for c in self._controllers.values()), default=0.0), 1),
             "connectors": [connector_status(c) for c in self._controllers.values()],
             "buses": {name: dataclasses.asdict(bus.stats) for name, bus in wiring.buses.items()}
             if wiring

@@ -55,6 +55,7 @@ log = structlog.get_logger("agent.connector")
 DUTY_MISMATCH_POLLS = 20  # ~200 ms of a board outputting another duty than commanded
 METER_FROZEN_READS = 10  # identical readings in a row while current flows: a frozen meter
 FROZEN_MIN_CURRENT_A = 1.0
+LOOP_LAG_WARN_S = 0.020  # a poll woken this late means something blocked the event loop
 
 EventSink = Callable[[int, Any, float], None]
 
@@ -95,6 +96,7 @@ class ConnectorStats:
     last_meter: MeterReading | None = None
     last_cp_mv: int | None = None
     last_contactor_feedback: bool | None = None
+    max_loop_lag_s: float = 0.0  # latest wake-up of the poll timer seen: what the loop suffers
 
 
 class ConnectorController:
@@ -189,6 +191,16 @@ class ConnectorController:
                 next_at = self._clock()
                 delay = 0.0
             await asyncio.sleep(max(delay, 0.0))
+            if delay > 0:
+                self._note_lag(self._clock() - next_at)
+
+    def _note_lag(self, lag: float) -> None:
+        """How late the poll timer fired: a blocking callback or a slow disk delays every
+        control loop by this much (the poll's own wake-up measures it for free)."""
+        if lag > self.stats.max_loop_lag_s:
+            self.stats.max_loop_lag_s = lag
+        if lag > LOOP_LAG_WARN_S:
+            log.warning("event_loop_lag", connector=self.id, lag_ms=round(lag * 1000, 1))
 
     async def _poll_pilot(self) -> None:
         try:

@@ -27,6 +27,7 @@ from hil.runner import REPO_ROOT
 
 GROUP = "bench-fleet"
 READY_TIMEOUT_S = 90.0
+SETTLE_S = 30.0
 
 
 class Worker:
@@ -113,6 +114,17 @@ async def _group_rounds(broker: Broker, workers: list[Worker], rounds: int, firs
     return lat, missing
 
 
+async def _settle(workers: list[Worker], timeout_s: float) -> int:
+    """Wait (bounded) until every vehicle is offered current again: a fleet growing on 2 cores
+    starves some rigs, their agents rightly fault and recover; commands are measured after."""
+    for w in workers:
+        await w.send(f"settle {timeout_s!r}")
+    total = 0
+    for w in workers:
+        total += int((await w.expect("SETTLED", timeout_s + 30.0))["offering"])
+    return total
+
+
 async def _busy_pct(seconds: float) -> float:
     b0 = _cpu_busy()
     await asyncio.sleep(seconds)
@@ -168,6 +180,7 @@ async def run(out_dir: Path, progress: Progress, *, agents: list[int], per_worke
                 break
             up_s = time.monotonic() - t_start
             await asyncio.sleep(3.0)
+            offering = await _settle(workers, SETTLE_S)
             busy = await _busy_pct(5.0)
             lat, missing = await _group_rounds(broker, workers, rounds, seq, progress,
                                                f"{len(devices)} agents")
@@ -177,9 +190,11 @@ async def run(out_dir: Path, progress: Progress, *, agents: list[int], per_worke
                             Goal("<=", 1.0, "s"),
                             note=(f"{missing} of {len(devices) * rounds} without a duty "
                                   "frame in 5 s; " if missing else "")
-                            + f"machine {busy:.0f} % busy idle")
+                            + f"machine {busy:.0f} % busy idle; {offering} of {len(devices)} "
+                            "offering before the commands")
             sizes[str(len(devices))] = {"latency_s": lat, "missing": missing,
-                                        "busy_pct": busy, "ready_after_s": up_s}
+                                        "busy_pct": busy, "ready_after_s": up_s,
+                                        "offering_before": offering}
         recovery, births = await _restart(broker, devices, progress)
     finally:
         stats = [await w.stop() for w in workers]

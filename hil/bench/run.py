@@ -29,7 +29,7 @@ FULL: dict[str, dict[str, Any]] = {
     "P3": {"window_s": 300.0},
     "P4": {"rows": 100_000},
     "P5": {"seconds": 20.0},
-    "P6": {"agents": [20, 30, 40], "per_worker": 5, "rounds": 3, "poll_ms": 100.0},
+    "P6": {"agents": [20, 35, 50], "per_worker": 5, "rounds": 3, "poll_ms": 100.0},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "P1": {"commands": 40, "hops": 40},

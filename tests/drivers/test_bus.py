@@ -85,6 +85,23 @@ async def test_late_answer_is_drained_not_taken_for_the_next_request() -> None:
         r.sim.set_latency(METER, 0.0)
         assert await r.bus.read(METER, 3, 0, 10) == expected(METER, 0, 10)
         assert r.bus.stats.timeouts == 1 and r.bus.stats.garbled == 0
+        # the late answer arrived while no request was pending: dropped and counted
+        assert r.bus.stray_bytes == 5 + 2 * 10
+
+
+async def test_a_cancelled_caller_leaves_the_bus_held_for_the_late_answer() -> None:
+    # an idle bus runs a transaction in the caller's task; if that caller is cancelled with
+    # the request on the wire, the answer still comes and must not be taken for the next one
+    async with rig([device(METER)], timeout_s=0.3, unit_latency_s={METER: 0.2}) as r:
+        r.sim.set_latency(METER, 0.1)
+        first = asyncio.create_task(r.bus.read(METER, 3, 0, 2))
+        await wait_until(lambda: len(r.sim.accesses) == 1)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        r.sim.set_latency(METER, 0.0)
+        assert await r.bus.read(METER, 3, 4, 2) == expected(METER, 4, 2)
+        assert r.bus.stray_bytes == 5 + 2 * 2
 
 
 async def test_tcp_bus_reads_and_maps_exceptions() -> None:
