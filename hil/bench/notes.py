@@ -31,7 +31,9 @@ LIMITS: dict[str, list[str]] = {
         "allocated while importing, 0.3 MB while running: the imported modules themselves), "
         "libpython 5.1 MB, _pydantic_core.so 4.4 MB, libcrypto 3.5 MB (asyncio imports ssl), "
         "libc 1.4 MB, libsqlite3 1.2 MB. Import steps: asyncio + ssl +9.4 MB, pydantic +7.8 MB, "
-        "the config models +5.1 MB, structlog +1.4 MB, sqlite3 +1.3 MB, yaml +1.1 MB. Done: "
+        "the config models +5.1 MB, structlog +1.4 MB, sqlite3 +1.3 MB, yaml +1.1 MB; the "
+        "mandated dependencies alone (asyncio, ssl, sqlite3, pydantic, pymodbus framer/PDUs, "
+        "pyserial, aiomqtt, structlog, yaml; no agent code) are 36.4 MB. Done: "
         "cryptography loads only with issuer keys (-7.5 MB), API models build on first use "
         "(-1.5 MB), pymodbus's client stack is not on the serial path, SQLite page cache 512 KiB "
         "per database (-1.5 MB on a grown journal). The rest is the interpreter and the "
@@ -58,8 +60,10 @@ LIMITS: dict[str, list[str]] = {
         "100 ms pilot poll, a 50 ms Modbus timeout and pilot_lost_ms 500 (P6 measures the MQTT "
         "path; P2 the safety timings). When the machine saturates, a starved rig answers late, "
         "its agent raises PILOT/RELAY_BOARD_LOST (correctly) and stops offering, and a group "
-        "command finds no duty to change: those are the agent-commands without a frame. The "
-        "agents' own cost fell with the P3 work (no 10 ms lag probe per agent).",
+        "command finds no duty to change: those are the agent-commands without a frame. "
+        "Measured (10 agents, 20 s, /proc): an agent at 100 ms poll uses 1.15 % of a core, a "
+        "helper serving 5 rigs 7.3 % (py-spy: its pty-bridge threads' line timing and GIL "
+        "hand-offs); 50 stations are ~130 % of one core before MQTT, the broker and the bench.",
     ],
 }
 
