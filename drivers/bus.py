@@ -45,18 +45,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from pymodbus.pdu import ModbusPDU
-
 from agent.errors import DriverIOError, DriverTimeoutError, ModbusExceptionError
-from drivers.linetime import (
-    TCP_DEFAULT_TRANSACTION_S,
-    LineTiming,
-    TcpTiming,
-    read_bytes,
-    write_coils_bytes,
-    write_registers_bytes,
-    write_single_bytes,
-)
+from drivers.linetime import TCP_DEFAULT_TRANSACTION_S, LineTiming, TcpTiming
+from drivers.modbus_answer import answer_values, expected_answer_bytes, mismatch, raw_mismatch
 from drivers.modbus_link import (
     LinkLostError,
     LinkTimeoutError,
@@ -107,17 +98,6 @@ class _Job:
     retries: int
     future: asyncio.Future[list[int]]
     submitted: float
-
-
-def _response_bytes(job: _Job) -> int:
-    """Length of the answer a job expects (a late answer to it is at most this long)."""
-    if job.function in (1, 2, 3, 4):
-        return read_bytes(job.function, job.count)[1]
-    if job.function == 15:
-        return write_coils_bytes(job.count)[1]
-    if job.function == 16:
-        return write_registers_bytes(job.count)[1]
-    return write_single_bytes()[1]
 
 
 class BusScheduler:
@@ -362,7 +342,7 @@ class BusScheduler:
 
     def _hold_for_drain(self, job: _Job) -> None:
         if isinstance(self.timing, LineTiming):
-            hold = self.timing.drain_time(self.latency_of(job.unit), _response_bytes(job))
+            hold = self.timing.drain_time(self.latency_of(job.unit), expected_answer_bytes(job))
             self._last_activity = max(self._last_activity, time.monotonic() + hold)
 
     # --- the owner task --------------------------------------------------------------------
@@ -431,7 +411,8 @@ class BusScheduler:
                 self.stats.io_errors += 1
                 raise self._io(f"transport failed: {exc}", job.unit) from exc
             self._last_activity = time.monotonic()
-            problem = self._mismatch(job, pdu) or self._bad_header(job, pdu)
+            problem = mismatch(job, pdu) or (
+                None if self.is_tcp else raw_mismatch(job, pdu, self._link.rx_frame))
             if problem is not None:
                 self.stats.garbled += 1
                 await self._drain(job)
@@ -444,7 +425,7 @@ class BusScheduler:
                     exception_code=code, bus=self.name, unit=job.unit, address=job.address,
                 )
             self.stats.ok += 1
-            return self._result(job, pdu)
+            return answer_values(job, pdu)
         finally:
             self.stats.busy_s += time.monotonic() - started
 
@@ -463,40 +444,6 @@ class BusScheduler:
             function=job.function, address=job.address,
         )
 
-    @staticmethod
-    def _mismatch(job: _Job, pdu: ModbusPDU) -> str | None:
-        """Why ``pdu`` cannot be the answer to ``job`` (None when it can)."""
-        if pdu.dev_id != job.unit:  # 0 (broadcast) never answers
-            return f"unit {pdu.dev_id} answered, asked {job.unit}"
-        if pdu.isError():
-            if pdu.function_code != job.function | 0x80:
-                return f"exception for function {pdu.function_code & 0x7F}, asked {job.function}"
-            return None
-        if pdu.function_code != job.function:
-            return f"function {pdu.function_code}, asked {job.function}"
-        fc = job.function
-        if fc in (3, 4) and len(pdu.registers) != job.count:
-            return f"{len(pdu.registers)} registers, asked {job.count}"
-        if fc in (1, 2) and len(pdu.bits) != (job.count + 7) // 8 * 8:
-            return f"{len(pdu.bits)} bits, asked {job.count}"
-        if fc in (5, 6, 15, 16) and pdu.address != job.address:
-            return f"write echo address {pdu.address}, sent {job.address}"
-        if fc == 5 and (not pdu.bits or bool(pdu.bits[0]) != bool(job.values[0])):
-            return "write coil echo differs"
-        if fc == 6 and (not pdu.registers or pdu.registers[0] != job.values[0]):
-            return "write register echo differs"
-        if fc in (15, 16) and pdu.count != job.count:
-            return f"write echo count {pdu.count}, sent {job.count}"
-        return None
-
-    @staticmethod
-    def _result(job: _Job, pdu: ModbusPDU) -> list[int]:
-        if job.function in (3, 4):
-            return [int(v) for v in pdu.registers]
-        if job.function in (1, 2):
-            return [int(bool(b)) for b in pdu.bits[: job.count]]
-        return []
-
     # --- line discipline -------------------------------------------------------------------
 
     async def _respect_gap(self) -> None:
@@ -510,7 +457,7 @@ class BusScheduler:
         if self.is_tcp:
             return
         assert isinstance(self.timing, LineTiming)
-        expected = _response_bytes(job)
+        expected = expected_answer_bytes(job)
         await asyncio.sleep(self.timing.drain_time(self.latency_of(job.unit), expected))
         quiet = max(3 * self.timing.gap(), 0.005)
         deadline = time.monotonic() + max(1.0, 4 * self.timeout_s)
@@ -519,19 +466,6 @@ class BusScheduler:
                 break
             await asyncio.sleep(left)
         self._last_activity = time.monotonic()
-
-    def _bad_header(self, job: _Job, pdu: ModbusPDU) -> str | None:
-        """Check the raw frame's byte count, which pymodbus 3.16.1 does not: a read answer
-        with one byte too many (valid CRC) is otherwise decoded shifted (found by hil.fuzz)."""
-        if self.is_tcp or pdu.isError() or job.function not in (1, 2, 3, 4):
-            return None  # TCP frames carry an MBAP length; pymodbus checks it
-        buf = b"" if self._link is None else self._link.rx_frame
-        expected = 2 * job.count if job.function in (3, 4) else (job.count + 7) // 8
-        if len(buf) < 3 or buf[0] != job.unit or buf[1] != job.function:
-            return "answer header does not match the request"
-        if buf[2] != expected:
-            return f"byte count {buf[2]}, expected {expected}"
-        return None
 
     def _last_rx(self) -> float:
         return 0.0 if self._link is None else self._link.last_rx
