@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import cache
 from itertools import pairwise
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AwareDatetime,
@@ -786,19 +786,3 @@ def encode(message: BaseModel) -> bytes:
     """Wire bytes of a device-originated message: wire names, UTC timestamps, no null fields."""
     return message.model_dump_json(by_alias=True, exclude_none=True).encode("utf-8")
 
-
-# The adapters under their old constant names, built on first access (PEP 562). mypy sees the
-# declarations only, so a misspelt ``m.Name`` is still an error rather than ``Any``.
-if TYPE_CHECKING:
-    COMMAND_ADAPTER: TypeAdapter[Command]
-    EVENT_ADAPTER: TypeAdapter[Event]
-    STATUS_ADAPTER: TypeAdapter[Status]
-else:
-    _ADAPTERS = {"COMMAND_ADAPTER": command_adapter, "EVENT_ADAPTER": event_adapter,
-                 "STATUS_ADAPTER": status_adapter}
-
-    def __getattr__(name: str) -> Any:
-        factory = _ADAPTERS.get(name)
-        if factory is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        return factory()

@@ -257,7 +257,7 @@ def test_events_round_trip_on_the_wire(kind: str) -> None:
     obj = json.loads(wire)
     assert obj["type"] == kind and obj["deviceId"] == "CN-BJ-0001" and obj["ts"] == (
         "2026-11-26T08:00:00.000Z")
-    assert m.EVENT_ADAPTER.validate_json(wire) == event
+    assert m.event_adapter().validate_json(wire) == event
 
 
 def test_wire_names_are_camel_case_and_from_has_no_underscore() -> None:
@@ -292,7 +292,7 @@ def test_telemetry_status_state_reply_round_trip() -> None:
     assert json.loads(m.encode(will)) == {"v": 1, "deviceId": "CN-BJ-0001", "bootId": "b-7",
                                           "online": False, "decommissioned": False}
     for status in (online, will):
-        assert m.STATUS_ADAPTER.validate_json(m.encode(status)) == status
+        assert m.status_adapter().validate_json(m.encode(status)) == status
     state = m.State(**DEV, at_seq=5, ts=T0, config_version=3, failsafe=m.FailsafeState(
         active=False), connectors=[m.ConnectorSnapshot(
         connector=1, pilot="B", offered_current_a=0, contactor="open", limit_a=10,
