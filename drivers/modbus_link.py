@@ -119,12 +119,14 @@ class RtuLink:
         if self._serial is None or self._loop is None:
             raise LinkLostError(f"{self.port} is not open")
         frame = self._framer.buildFrame(pdu)
+        await self._write(frame)
+        # Pending from the moment the frame is out (no answer can precede it); nothing awaits
+        # between the last os.write and here, so no byte of the answer is missed.
         self._buf.clear()
         self.rx_frame = b""
         future: asyncio.Future[ModbusPDU] = self._loop.create_future()
         self._pending = future
         try:
-            await self._write(frame)
             timer = self._loop.call_later(timeout_s, self._expire, future)
             try:
                 return await future
