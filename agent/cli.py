@@ -1,6 +1,7 @@
 """``evse-agent``: run the agent, check a config, talk to a running agent.
 
-    evse-agent run -c FILE             run (under systemd: Type=notify)
+    evse-agent run -c FILE             run (under systemd: Type=notify); refuses (exit 2 or 3)
+                                       what check-config refuses
     evse-agent check-config FILE       validate; print each bus's schedule and reaction bound
     evse-agent status [-c FILE]        live state of a running agent
     evse-agent limit A|none [-c FILE] [--connector N]   local limit input
@@ -68,25 +69,37 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(path: str) -> int:
+    """check-config's verdict first (same code, same exit codes): nothing is opened or written
+    for a config check-config refuses."""
     from agent.logsetup import configure_logging
+    from agent.schedule import checked_config, refusals, render
+
+    config, report = checked_config(path)
+    configure_logging(config.logging.level)
+    if report.refused:
+        import structlog
+
+        structlog.get_logger("agent.cli").error(
+            "startup_refused", config=path, budget_ms=report.budget_ms,
+            connectors=refusals(report), hint=f"evse-agent check-config {path}")
+        print(f"evse-agent run: refused, {path} fails check-config:\n{render(report)}",
+              file=sys.stderr)
+        return 3
     from agent.shell.app import run_agent
 
-    config = load_config(path)
-    configure_logging(config.logging.level)
-    asyncio.run(run_agent(config))
+    asyncio.run(run_agent(config, report))
     return 0
 
 
 def _check_config(path: str, *, as_json: bool) -> int:
-    from agent.schedule import analyse, render
+    from agent.schedule import checked_config, render
 
-    config = load_config(path)
-    report = analyse(config)
+    _, report = checked_config(path)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(render(report))
-    return 0 if report.ok else 3
+    return 3 if report.refused else 0
 
 
 def _local(args: argparse.Namespace) -> int:
@@ -121,6 +134,11 @@ def _render_status(st: dict[str, Any]) -> str:
         )
     for name, bus in st.get("buses", {}).items():
         lines.append(f"  bus {name}: {bus}")
+    bound = st.get("reactionBound") or {}
+    if bound.get("overBudgetAccepted"):
+        bounds = ", ".join(f"{v:.1f} ms (connector {k})" for k, v in bound["boundMs"].items())
+        lines.append(f"  WARNING reaction bound {bounds} over the {bound['budgetMs']:.0f} ms "
+                     "budget: running only because of safety.accept_reaction_bound_over_budget")
     return "\n".join(lines)
 
 

@@ -118,6 +118,9 @@ class SafetyConfig(_Strict):
 
     debounce_samples: Annotated[int, Field(ge=1, le=5)] = 2
     reaction_budget_ms: Annotated[float, Field(gt=0, le=100)] = 100.0
+    # Run a schedule check-config refuses (bound over the budget, or a pilot poll the bus
+    # cannot keep) anyway: for a bench; the agent warns at every start and shows it in status.
+    accept_reaction_bound_over_budget: bool = False
     contactor_feedback_timeout_ms: Annotated[float, Field(ge=20, le=5000)] = 500.0
     lock_timeout_ms: Annotated[float, Field(ge=50, le=5000)] = 1000.0
     lock_release_s: Annotated[float, Field(gt=0, le=5)] = 5.0

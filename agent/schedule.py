@@ -5,7 +5,9 @@ For every connector the bound is "CP change -> contactor-open frame complete on 
 *failure* occupancy (request + timeout + drain), because a silent meter is exactly when an
 installer needs the promise to hold. A config whose bound exceeds the budget (100 ms, the
 GB/T 34657.1 limit for S2 open, unplug, CC break, CP short and PE loss) is refused with the
-reason and what to change.
+reason and what to change, by ``check-config`` and by ``run`` alike (``ScheduleReport.refused``
+is the one verdict both use). ``safety.accept_reaction_bound_over_budget`` lets such a schedule
+run anyway (a bench measuring it); the agent then warns at every start and shows it in status.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agent.config import AgentConfig, ConnectorConfig, SerialBus
+from agent.config import AgentConfig, ConnectorConfig, SerialBus, load_config
 from drivers.bus import BusScheduler
 from drivers.linetime import (
     LineTiming,
@@ -63,13 +65,33 @@ class ScheduleReport:
     budget_ms: float
     buses: list[BusSchedule]
     connectors: list[ConnectorBound]
+    accept_over_budget: bool = False  # safety.accept_reaction_bound_over_budget
 
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.connectors)
 
+    @property
+    def refused(self) -> bool:
+        """What check-config exits 3 for and what ``run`` will not start with."""
+        return not self.ok and not self.accept_over_budget
+
+    @property
+    def over_budget_accepted(self) -> bool:
+        """The override is in force: the agent runs with a schedule check-config would refuse."""
+        return not self.ok and self.accept_over_budget
+
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, **asdict(self)}
+        return {"ok": self.ok, "refused": self.refused,
+                "overBudgetAccepted": self.over_budget_accepted, **asdict(self)}
+
+    def status(self) -> dict[str, Any]:
+        """The part ``evse-agent status`` and status.json show."""
+        return {"budgetMs": self.budget_ms,
+                "boundMs": {str(c.connector): c.bound_ms for c in self.connectors},
+                "overBudgetAccepted": self.over_budget_accepted,
+                "reasons": [f"connector {c.connector}: {r}" for c in self.connectors
+                            for r in c.reasons]}
 
 
 def _timing(cfg: AgentConfig, bus: str) -> tuple[LineTiming | TcpTiming, float, float]:
@@ -209,7 +231,22 @@ def analyse(cfg: AgentConfig) -> ScheduleReport:
                 if isinstance(b, SerialBus) else f"tcp {b.host}:{b.port}")
         buses.append(BusSchedule(name, line, txns, round(bus_load(txns), 3)))
     bounds = [_bound(cfg, c, per_bus) for c in cfg.connectors]
-    return ScheduleReport(cfg.safety.reaction_budget_ms, buses, bounds)
+    return ScheduleReport(cfg.safety.reaction_budget_ms, buses, bounds,
+                          cfg.safety.accept_reaction_bound_over_budget)
+
+
+def checked_config(path: str) -> tuple[AgentConfig, ScheduleReport]:
+    """The one check ``check-config`` and ``run`` share: validation (ConfigError, exit 2),
+    then the schedule (``report.refused``, exit 3). ``run`` calls it before any device is
+    opened or any state is written."""
+    config = load_config(path)
+    return config, analyse(config)
+
+
+def refusals(report: ScheduleReport) -> list[dict[str, Any]]:
+    """Reasons and fixes of the connectors that make the report refused (for the log)."""
+    return [{"connector": c.connector, "boundMs": c.bound_ms, "reasons": c.reasons,
+             "fixes": c.fixes} for c in report.connectors if not c.ok]
 
 
 def render(report: ScheduleReport) -> str:
@@ -225,6 +262,9 @@ def render(report: ScheduleReport) -> str:
     lines.append("")
     for c in report.connectors:
         verdict = "OK" if c.ok else "REFUSED"
+        if not c.ok and report.accept_over_budget:
+            verdict = ("OVER BUDGET, accepted by safety.accept_reaction_bound_over_budget "
+                       "(the agent runs and warns at every start)")
         lines.append(f"connector {c.connector}: worst-case reaction (CP change -> contactor-open "
                      f"frame complete) {c.bound_ms:.1f} ms, budget {report.budget_ms:.0f} ms: "
                      f"{verdict}")

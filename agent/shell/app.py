@@ -28,6 +28,7 @@ from agent.api.reasons import StopReason
 from agent.config import AgentConfig
 from agent.errors import AgentError, ConfigError, DriverError
 from agent.pilot import Authorize, LimitChanged, ResetRequested, StopRequested
+from agent.schedule import ScheduleReport, analyse, refusals
 from agent.secrets import check_private_key_permissions
 from agent.shell.connector import ConnectorController
 from agent.shell.notify import sd_notify, watchdog_interval_s
@@ -44,8 +45,9 @@ SAFE_STATE_EXIT_TIMEOUT_S = 2.0
 
 
 class AgentApp:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, schedule: ScheduleReport | None = None) -> None:
         self.config = config
+        self.schedule = schedule if schedule is not None else analyse(config)
         self.started_at = time.time()
         self.ready = False
         self._wiring: Wiring | None = None
@@ -55,6 +57,13 @@ class AgentApp:
     # --- life cycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        if self.schedule.refused:  # agent.cli refuses first; this guards other callers
+            raise ConfigError("the reaction bound exceeds safety.reaction_budget_ms "
+                              "(evse-agent check-config shows why and what to change)")
+        if self.schedule.over_budget_accepted:
+            log.warning("reaction_bound_over_budget_accepted",
+                        budget_ms=self.schedule.budget_ms, connectors=refusals(self.schedule),
+                        key="safety.accept_reaction_bound_over_budget")
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         if self.config.mqtt is not None:  # refuse to start with a secret readable by others
             if self.config.mqtt.key_file is not None:
@@ -145,6 +154,7 @@ class AgentApp:
             "maxLoopLagMs": round(1000 * max(
                 (c.stats.max_loop_lag_s for c in self._controllers.values()), default=0.0), 1),
             "connectors": [connector_status(c) for c in self._controllers.values()],
+            "reactionBound": self.schedule.status(),
             "buses": {name: dataclasses.asdict(bus.stats) for name, bus in wiring.buses.items()}
             if wiring
             else {},
@@ -239,8 +249,8 @@ def install_signal_handlers(task: asyncio.Task[Any]) -> None:
         loop.add_signal_handler(sig, task.cancel)
 
 
-async def run_agent(config: AgentConfig) -> None:
-    app = AgentApp(config)
+async def run_agent(config: AgentConfig, schedule: ScheduleReport | None = None) -> None:
+    app = AgentApp(config, schedule)
     task = asyncio.current_task()
     assert task is not None
     install_signal_handlers(task)

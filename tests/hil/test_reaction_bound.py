@@ -43,6 +43,7 @@ def _single_19200() -> dict[str, Any]:
         conn[part]["bus"] = "rs485"
     conn["meter"]["unit"] = 3
     conn["pilot_board"]["poll_ms"] = 25
+    d["safety"]["accept_reaction_bound_over_budget"] = True  # over budget: run refuses it else
     return d
 
 
