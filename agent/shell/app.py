@@ -63,7 +63,7 @@ class AgentApp:
         if self.schedule.over_budget_accepted:
             log.warning("reaction_bound_over_budget_accepted",
                         budget_ms=self.schedule.budget_ms, connectors=refusals(self.schedule),
-                        key="safety.accept_reaction_bound_over_budget")
+                        setting="safety.accept_reaction_bound_over_budget")
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         if self.config.mqtt is not None:  # refuse to start with a secret readable by others
             if self.config.mqtt.key_file is not None:
