@@ -16,6 +16,7 @@
 #   /etc/evse-agent/tls/        0750 root:evse  ca.crt, client.crt, client.key (you copy them)
 #   /etc/systemd/system/evse-agent.service
 #   /etc/udev/rules.d/99-evse-serial.rules      if absent (edit the serial numbers in it)
+#   /usr/share/doc/evse-edge-agent/             README.md and docs/ (the unit's Documentation=)
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +25,7 @@ DRY_RUN=0
 USER_NAME=evse
 PREFIX=/opt/evse-agent
 CONF_DIR=/etc/evse-agent
+DOC_DIR=/usr/share/doc/evse-edge-agent
 PYTHON="${PYTHON:-python3}"
 
 usage() {
@@ -150,6 +152,16 @@ else
     run install -m 0644 "$SRC/deploy/udev/99-evse-serial.rules" \
         "$DESTDIR/etc/udev/rules.d/99-evse-serial.rules"
 fi
+
+# 7. Documentation, where the unit's Documentation= points (replaced on update). README's links
+#    into docs/ stay valid because the layout is kept.
+say "documentation $DOC_DIR"
+run install -d -m 0755 "$DESTDIR$DOC_DIR" "$DESTDIR$DOC_DIR/docs"
+run install -m 0644 "$SRC/README.md" "$DESTDIR$DOC_DIR/README.md"
+for doc in "$SRC"/docs/*.md "$SRC/docs/asyncapi.yaml"; do
+    run install -m 0644 "$doc" "$DESTDIR$DOC_DIR/docs/$(basename "$doc")"
+done
+
 system udevadm control --reload-rules
 system udevadm trigger --subsystem-match=tty --action=add
 system systemctl daemon-reload
