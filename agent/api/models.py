@@ -374,6 +374,9 @@ class CommandRef(BaseModel):
 
 
 class CommandStartedBody(CommandRef):
+    """``appliedLimit``: the command's limit in the unit it was sent in (a setLimit in kW is
+    reported in kW); ``appliedLimitA``: the connector's resulting composite, A per phase."""
+
     applied_limit: Limit
     applied_limit_a: Amps | None = None
     random_delay_s: Annotated[int, Field(ge=0, le=86400)]

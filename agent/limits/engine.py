@@ -195,6 +195,7 @@ class LimitsEngine:
             connector=connector,
             source_command_id=command_id,
             dsr=dsr,
+            commanded_kw=unit == "kW",
         )
         return self.apply_profile(profile, now)
 

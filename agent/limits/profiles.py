@@ -83,6 +83,7 @@ class ChargingProfile:
     """A layered, stacked limit schedule. ``connector`` None applies to every connector.
 
     ``dsr`` marks a grid response: increases it causes skip the randomised delay.
+    ``commanded_kw``: the command gave kW; the schedule holds W, events echo the kW it sent.
     """
 
     profile_id: str
@@ -97,6 +98,7 @@ class ChargingProfile:
     connector: int | None = None
     source_command_id: str | None = None
     dsr: bool = False
+    commanded_kw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ def profile_to_dict(profile: ChargingProfile) -> dict[str, Any]:
         "connector": profile.connector,
         "sourceCommandId": profile.source_command_id,
         "dsr": profile.dsr,
+        "commandedKw": profile.commanded_kw,
         "schedule": {
             "unit": s.unit.value,
             "startAt": s.start_at,
@@ -178,6 +181,7 @@ def profile_from_dict(data: dict[str, Any]) -> ChargingProfile:
         connector=_opt_int(data.get("connector")),
         source_command_id=data.get("sourceCommandId"),
         dsr=bool(data.get("dsr", False)),
+        commanded_kw=bool(data.get("commandedKw", False)),
     )
 
 

@@ -80,6 +80,16 @@ class ConnectorInputs:
     effective: EffectiveLimit | None = None
 
 
+def commanded_limit(p: ChargingProfile) -> Limit:
+    """The limit of the first period in the unit the command used: a setLimit in kW is stored
+    as W (``parse_limit``) and echoed in kW, so ``commandStarted`` repeats what was sent."""
+    value = p.schedule.periods[0].limit
+    if p.commanded_kw:
+        return Limit(value=round(value / 1000, 9), unit="kW")
+    unit: Literal["A", "W"] = "A" if p.schedule.unit is RateUnit.A else "W"
+    return Limit(value=value, unit=unit)
+
+
 class OrderlyControl:
     def __init__(
         self,
@@ -289,12 +299,10 @@ class OrderlyControl:
             if p.profile_id in self._started or now < start:
                 continue
             self._started.add(p.profile_id)
-            period = p.schedule.periods[0]
-            unit: Literal["A", "W"] = "A" if p.schedule.unit is RateUnit.A else "W"
             applied = self._applied_a(p.connector, now)
             body = CommandStartedBody(
                 **ref_of(p).model_dump(),
-                applied_limit=Limit(value=period.limit, unit=unit),
+                applied_limit=commanded_limit(p),
                 applied_limit_a=applied,
                 random_delay_s=round(inst.start_delay_s),
             )

@@ -59,7 +59,7 @@ async def test_the_aggregator_examples_run_against_a_live_agent(
 
         started = {e["body"]["commandId"]: e["body"] for e in a.events("commandStarted")}
         applied = started[set_limit["commandId"]]
-        assert applied["appliedLimit"] == {"value": 3500.0, "unit": "W"}  # kW is kept as W
+        assert applied["appliedLimit"] == {"value": 3.5, "unit": "kW"}  # as the script sent it
         assert applied["appliedLimitA"] == pytest.approx(15.91, abs=0.1)
         assert started[group["commandId"]]["appliedLimitA"] == pytest.approx(10, abs=0.5)
         await a.wait(lambda: {e["body"].get("commandId") for e in a.events("commandCleared")}
