@@ -61,6 +61,8 @@ CASES: tuple[FaultCase, ...] = (
               True, mqtt=True),
     FaultCase("config_missing", "config file missing", durability.config_missing, True, False),
     FaultCase("config_invalid", "config file invalid", durability.config_invalid, True, False),
+    FaultCase("config_over_budget", "config over the reaction budget",
+              durability.config_over_budget, True, False),
 )
 
 

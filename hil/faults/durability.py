@@ -199,6 +199,28 @@ async def config_invalid(b: Bench, o: Outcome) -> None:
     o.recovered, o.recovery = None, "n/a (refuses to start)"
 
 
+async def config_over_budget(b: Bench, o: Outcome) -> None:
+    """The rig's own ports, but the meter moved onto a 9600-baud control bus: check-config
+    refuses the schedule, so run must too, before a single frame reaches a board."""
+    data = yaml.safe_load(b.r.patched_config_path.read_text())
+    data["buses"]["control"]["baudrate"] = 9600
+    data["connectors"][0]["meter"].update(bus="control", unit=3)
+    bad = b.out_dir / "over-budget.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    t0 = b.r.now()
+    checked = await asyncio.to_thread(_agent, "check-config", str(bad))
+    res = await asyncio.to_thread(_agent, "run", "-c", str(bad))
+    o.check(checked.returncode == 3, f"`check-config` exits 3 (got {checked.returncode})")
+    o.check(res.returncode == 3, f"`run` exits 3 (got {res.returncode})")
+    reasons = [ln.strip() for ln in checked.stdout.splitlines()
+               if ln.strip().startswith(("reason:", "to fix:"))]
+    o.check(bool(reasons) and all(r in res.stderr for r in reasons),
+            "`run` prints check-config's reasons and fixes")
+    await _untouched(b, o, t0)
+    o.say("exit 3 with check-config's reasons and fixes; boards never touched")
+    o.recovered, o.recovery = None, "n/a (refuses to start)"
+
+
 async def _untouched(b: Bench, o: Outcome, t0: float) -> None:
     await asyncio.sleep(0.2)
     frames = [e for e in b.r.timeline.events("frame", since=t0) if e.data.get("dir") == "a->b"]
