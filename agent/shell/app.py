@@ -111,7 +111,10 @@ class AgentApp:
         # a full collection never pauses the safety loop for long.
         gc.collect()
         gc.freeze()
-        sd_notify(f"READY=1\nSTATUS=charging control running\nMAINPID={os.getpid()}")
+        status = "charging control running"
+        if self.schedule.over_budget_accepted:  # `systemctl status` shows it too
+            status += "; WARNING reaction bound over budget (accept_reaction_bound_over_budget)"
+        sd_notify(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")
         log.info("agent_ready", device_id=self.config.device_id,
                  connectors=sorted(self._controllers), startup_s=round(
                      time.time() - self.started_at, 3))

@@ -4,10 +4,15 @@ the agent warns at every start and says so in ``status`` (text, --json) and stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
+import os
+import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,29 @@ async def _cli(*args: str) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
+@pytest.fixture
+def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+    """NOTIFY_SOCKET for the agents this test starts: what `systemctl status` would show."""
+    short = tempfile.mkdtemp(prefix="sdn", dir="/tmp")  # AF_UNIX paths are short
+    path = os.path.join(short, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    yield sock
+    sock.close()
+    os.unlink(path)
+    os.rmdir(short)
+
+
+def _notified(sock: socket.socket) -> list[str]:
+    lines: list[str] = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            lines.extend(sock.recv(4096).decode().splitlines())
+    return lines
+
+
 async def _status_file(path: Path) -> dict[str, Any]:
     async with asyncio.timeout(10):
         while True:
@@ -45,7 +73,8 @@ async def _status_file(path: Path) -> dict[str, Any]:
             await asyncio.sleep(0.1)
 
 
-async def test_override_runs_warns_at_every_start_and_shows_in_status(tmp_path: Path) -> None:
+async def test_override_runs_warns_at_every_start_and_shows_in_status(
+        tmp_path: Path, notify_socket: socket.socket) -> None:
     data = single_bus_data(19200)  # boards and meter on one 19200-baud bus
     assert data["safety"]["accept_reaction_bound_over_budget"] is True
     refused = copy.deepcopy(data)
@@ -63,6 +92,8 @@ async def test_override_runs_warns_at_every_start_and_shows_in_status(tmp_path: 
                 warned = [e for e in agent.log_events() if e.get("event") == WARNING]
                 assert len(warned) == 1 and warned[0]["level"] == "warning", start
                 assert warned[0]["setting"] == "safety.accept_reaction_bound_over_budget"
+                status = [x for x in _notified(notify_socket) if x.startswith("STATUS=")]
+                assert any("WARNING reaction bound over budget" in x for x in status), status
 
                 code, text = await _cli("status", "-c", cfg)
                 assert code == 0, text
