@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from agent.api.bounds import MAX_CONNECTORS as MAX_CONNECTORS  # config uses it too
 from agent.api.reasons import OptOutReason, Reason, ReplyStatus, StopReason
 from agent.faults import FaultCode
 
@@ -35,7 +36,6 @@ API_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024  # checked on the raw bytes, before any parsing
 MAX_JSON_DEPTH = 12  # the deepest valid command nests 6 levels
 MAX_PERIODS = 672  # a week in 15-minute periods; a charger may advertise fewer (capabilities)
-MAX_CONNECTORS = 8
 MAX_SEQ = 2**53 - 1  # the largest integer every JSON consumer holds exactly
 MAX_DURATION_S = 366 * 86400
 MAX_LIMIT = 1_000_000.0  # |value| in any unit; the limits engine applies the real ratings

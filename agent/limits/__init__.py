@@ -12,7 +12,7 @@ from agent.limits.context import (
     parse_limit,
 )
 from agent.limits.delay import PendingDelay, Uniform
-from agent.limits.engine import LimitsEngine
+from agent.limits.engine import LimitsEngine, StationInput
 from agent.limits.profiles import (
     ChargingProfile,
     Installed,
@@ -56,6 +56,7 @@ __all__ = [
     "Reason",
     "Recurrency",
     "Schedule",
+    "StationInput",
     "Status",
     "Uniform",
     "parse_limit",

@@ -14,7 +14,14 @@ Composite rule, per instant and connector (contract "Composite limit"):
 | local:site/cable/hardware | installer site limit, cable rating, hardware rating            |
 
 A layer's winner is the valid profile with the highest stackLevel that has a period covering the
-instant (a connector-specific profile beats an all-connector one of the same level). The result is
+instant (a connector-specific profile beats an all-connector one of the same level: the more
+specific target wins, as OCPP's EVSE profile over its station-wide one; this is also how a
+connector-specific setLimit and a group or device-wide one of the same priority combine; the
+lower value still wins across layers and terms).
+
+siteMax is the station's (OCPP ChargingStationMaxProfile): on several connectors
+:meth:`LimitsEngine.station` shares it (``sharing.py``) and each connector's share stands for
+the siteMax term, so the sum of the offers never exceeds it. The result is
 the minimum of the terms (ties go to the earlier row); below ``min_current_a`` it is a pause
 (``limit_a`` 0, ``below_minimum``), and None means nothing constrains the connector.
 """
@@ -22,10 +29,12 @@ the minimum of the terms (ties go to the earlier row); below ``min_current_a`` i
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.limits.composite import evaluate, failsafe_active
+from agent.limits.composite import SiteShare, evaluate, failsafe_active, site_winner
 from agent.limits.context import (
     RANDOM_DELAY_CAP_S,
     ChargeContext,
@@ -50,11 +59,22 @@ from agent.limits.profiles import (
     installed_to_dict,
 )
 from agent.limits.results import ApplyResult, CompositeLimit, CompositePeriod, EffectiveLimit
+from agent.limits.sharing import Demand, ShareState, share_site
 from agent.limits.timeline import applies_to, boundaries, finished, origin
 from agent.limits.validation import requires_discharge, validate_profile
 
 STATE_VERSION = 1
 SET_LIMIT_PREFIX = "cmd:"
+
+
+@dataclass(frozen=True, slots=True)
+class StationInput:
+    """One connector of a station: its context, a vehicle plugged in (no fault), and whether
+    the vehicle asks for energy now (S2 closed: state 3/C or D)."""
+
+    ctx: ChargeContext
+    plugged: bool
+    requesting: bool
 
 
 class LimitsEngine:
@@ -72,6 +92,7 @@ class LimitsEngine:
         self._config = config or EngineConfig()
         self._entries: list[Installed] = []
         self._gates: dict[int, DelayGate] = {}
+        self._share = ShareState()
         self._failsafe: FailsafeConfig | None = None
         self._random_delay_max_s = 0.0
         if self.configure_random_delay(random_delay_max_s) is not Reason.OK:
@@ -233,16 +254,39 @@ class LimitsEngine:
         return failsafe_active(self._failsafe, now, ctx)
 
     def composite(self, now: float, connector: int, ctx: ChargeContext) -> CompositeLimit:
-        """The ceiling at ``now`` (the rule table is in this module's docstring)."""
-        return evaluate(
-            self._entries,
-            now,
-            connector,
-            ctx,
-            failsafe=self._failsafe,
-            min_current_a=self._config.min_current_a,
-            nominal_voltage_v=self._config.nominal_voltage_v,
-        )
+        """The ceiling at ``now`` as if the connector were alone (siteMax whole; the rule table
+        is in this module's docstring)."""
+        return self._evaluate(now, connector, ctx)
+
+    def station(self, now: float, inputs: Mapping[int, StationInput]
+                ) -> dict[int, CompositeLimit]:
+        """Every connector's composite, siteMax shared among them (``sharing.py``): the sum of
+        the offers never exceeds it. One connector: exactly :meth:`composite`."""
+        if len(inputs) <= 1:
+            return {cid: self.composite(now, cid, i.ctx) for cid, i in inputs.items()}
+        c = self._config
+        site = site_winner(self._entries, now, next(iter(inputs.values())).ctx)
+        if site is None:
+            return {cid: self._evaluate(now, cid, i.ctx, site=SiteShare(None))
+                    for cid, i in inputs.items()}
+        budget, entry = site
+        per_amp_w = entry.profile.schedule.unit is RateUnit.W
+        demands = []
+        for cid, i in inputs.items():
+            own = self._evaluate(now, cid, i.ctx, without_site=True)
+            weight = i.ctx.volt_sum(c.nominal_voltage_v) if per_amp_w else 1.0
+            demands.append(Demand(cid, i.plugged, i.requesting, own.limit_a, weight))
+        shares = share_site(budget, demands, self._share, c.min_current_a)
+        self._share = shares.state
+        return {cid: self._evaluate(now, cid, i.ctx, site=SiteShare(shares.offers_a[cid], entry))
+                for cid, i in inputs.items()}
+
+    def _evaluate(self, now: float, connector: int, ctx: ChargeContext, *,
+                  site: SiteShare | None = None, without_site: bool = False) -> CompositeLimit:
+        return evaluate(self._entries, now, connector, ctx, failsafe=self._failsafe,
+                        min_current_a=self._config.min_current_a,
+                        nominal_voltage_v=self._config.nominal_voltage_v,
+                        site=site, without_site=without_site)
 
     def breakpoints(self, t0: float, t1: float, connector: int, ctx: ChargeContext) -> list[float]:
         """Instants in ``(t0, t1)`` where the composite may change (a superset)."""
@@ -287,10 +331,13 @@ class LimitsEngine:
                 out.append(CompositePeriod(a, b - a, limit, c.source, c.profile_id, c.command_id))
         return out
 
-    def effective_limit(self, now: float, connector: int, ctx: ChargeContext) -> EffectiveLimit:
-        """The composite after the randomised delay (see ``delay.py``); call with
-        non-decreasing ``now``, at least at every :meth:`next_change_after`."""
-        target = self.composite(now, connector, ctx)
+    def effective_limit(self, now: float, connector: int, ctx: ChargeContext,
+                        target: CompositeLimit | None = None) -> EffectiveLimit:
+        """The composite (or ``target``, e.g. from :meth:`station`) after the randomised delay
+        (see ``delay.py``); call with non-decreasing ``now``, at least at every
+        :meth:`next_change_after`."""
+        if target is None:
+            target = self.composite(now, connector, ctx)
         gate = self._gates.setdefault(connector, DelayGate(connector))
         drawn = gate.step(
             now,

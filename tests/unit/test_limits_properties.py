@@ -59,7 +59,8 @@ def profiles(draw: st.DrawFn, idx: int) -> ChargingProfile:
         valid_from=valid_from,
         valid_to=None if valid_to is None else (valid_from or T0) + valid_to,
         max_offline_s=draw(st.none() | st.integers(0, 7200)),
-        connector=draw(st.sampled_from([None, 1, 2])),
+        # siteMax is the station's: never addressed to one connector
+        connector=None if layer is Layer.SITE_MAX else draw(st.sampled_from([None, 1, 2])),
     )
 
 
