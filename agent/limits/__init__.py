@@ -12,7 +12,7 @@ from agent.limits.context import (
     parse_limit,
 )
 from agent.limits.delay import PendingDelay, Uniform
-from agent.limits.engine import LimitsEngine, StationInput
+from agent.limits.engine import LimitsEngine
 from agent.limits.profiles import (
     ChargingProfile,
     Installed,
@@ -33,6 +33,7 @@ from agent.limits.results import (
     CompositePeriod,
     EffectiveLimit,
 )
+from agent.limits.station import StationInput
 from agent.limits.validation import requires_discharge, validate_profile
 
 __all__ = [

@@ -105,10 +105,16 @@ def _winner(
         period = period_at(e, t, ctx)
         if period is None:
             continue
-        rank = (p.stack_level, 0 if p.connector is None else 1)
+        # grid (curtailments): at equal stackLevel the lower of a connector's and an
+        # all-connector (device or group) one wins; other layers: the more specific one wins
+        specific = 0 if p.connector is None or layer is Layer.GRID else 1
+        rank = (p.stack_level, specific)
+        term = _Term(to_amps(period.limit, p.schedule.unit, vs), layer.value, e)
         if best is None or rank > best:
             best = rank
-            found = [_Term(to_amps(period.limit, p.schedule.unit, vs), layer.value, e)]
+            found = [term]
+        elif rank == best and term.amps < found[0].amps:
+            found = [term]
     return found
 
 

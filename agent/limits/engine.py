@@ -14,10 +14,14 @@ Composite rule, per instant and connector (contract "Composite limit"):
 | local:site/cable/hardware | installer site limit, cable rating, hardware rating            |
 
 A layer's winner is the valid profile with the highest stackLevel that has a period covering the
-instant (a connector-specific profile beats an all-connector one of the same level: the more
-specific target wins, as OCPP's EVSE profile over its station-wide one; this is also how a
-connector-specific setLimit and a group or device-wide one of the same priority combine; the
-lower value still wins across layers and terms).
+instant. At the same stackLevel a connector-specific and an all-connector profile (one sent to
+the device without ``connector`` or to a group) combine as follows:
+- grid layer (setLimit leases and grid profiles: curtailments): the lower one wins. Both are
+  constraints of some part of the network (a feeder for the group, one circuit for the
+  connector) that nobody may exceed; lifting one for a connector takes an explicit higher
+  ``priority`` (stackLevel), never the accident of equal priorities.
+- default and session layers (charging plans): the connector-specific one wins, as OCPP's EVSE
+  profile over its station-wide one.
 
 siteMax is the station's (OCPP ChargingStationMaxProfile): on several connectors
 :meth:`LimitsEngine.station` shares it (``sharing.py``) and each connector's share stands for
@@ -30,11 +34,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.limits.composite import SiteShare, evaluate, failsafe_active, site_winner
+from agent.limits.composite import SiteShare, evaluate, failsafe_active
 from agent.limits.context import (
     RANDOM_DELAY_CAP_S,
     ChargeContext,
@@ -59,22 +62,13 @@ from agent.limits.profiles import (
     installed_to_dict,
 )
 from agent.limits.results import ApplyResult, CompositeLimit, CompositePeriod, EffectiveLimit
-from agent.limits.sharing import Demand, ShareState, share_site
+from agent.limits.sharing import ShareState
+from agent.limits.station import StationInput, station_composites
 from agent.limits.timeline import applies_to, boundaries, finished, origin
 from agent.limits.validation import requires_discharge, validate_profile
 
 STATE_VERSION = 1
 SET_LIMIT_PREFIX = "cmd:"
-
-
-@dataclass(frozen=True, slots=True)
-class StationInput:
-    """One connector of a station: its context, a vehicle plugged in (no fault), and whether
-    the vehicle asks for energy now (S2 closed: state 3/C or D)."""
-
-    ctx: ChargeContext
-    plugged: bool
-    requesting: bool
 
 
 class LimitsEngine:
@@ -260,26 +254,13 @@ class LimitsEngine:
 
     def station(self, now: float, inputs: Mapping[int, StationInput]
                 ) -> dict[int, CompositeLimit]:
-        """Every connector's composite, siteMax shared among them (``sharing.py``): the sum of
+        """Every connector's composite, siteMax shared among them (``station.py``): the sum of
         the offers never exceeds it. One connector: exactly :meth:`composite`."""
         if len(inputs) <= 1:
             return {cid: self.composite(now, cid, i.ctx) for cid, i in inputs.items()}
-        c = self._config
-        site = site_winner(self._entries, now, next(iter(inputs.values())).ctx)
-        if site is None:
-            return {cid: self._evaluate(now, cid, i.ctx, site=SiteShare(None))
-                    for cid, i in inputs.items()}
-        budget, entry = site
-        per_amp_w = entry.profile.schedule.unit is RateUnit.W
-        demands = []
-        for cid, i in inputs.items():
-            own = self._evaluate(now, cid, i.ctx, without_site=True)
-            weight = i.ctx.volt_sum(c.nominal_voltage_v) if per_amp_w else 1.0
-            demands.append(Demand(cid, i.plugged, i.requesting, own.limit_a, weight))
-        shares = share_site(budget, demands, self._share, c.min_current_a)
-        self._share = shares.state
-        return {cid: self._evaluate(now, cid, i.ctx, site=SiteShare(shares.offers_a[cid], entry))
-                for cid, i in inputs.items()}
+        out, self._share = station_composites(self._evaluate, self._entries, now, inputs,
+                                              self._share, self._config)
+        return out
 
     def _evaluate(self, now: float, connector: int, ctx: ChargeContext, *,
                   site: SiteShare | None = None, without_site: bool = False) -> CompositeLimit:

@@ -131,8 +131,12 @@ def ref_layers(engine: LimitsEngine, t: float, ctx: ChargeContext) -> dict[Layer
         ):
             continue
         value = ref_limit(e, t, ctx)
-        rank = (p.stack_level, int(p.connector is not None))
-        if value is not None and (p.layer not in winners or rank > winners[p.layer][0]):
+        # grid: the lower of equal priorities; other layers: the more specific one
+        rank = (p.stack_level, int(p.connector is not None and p.layer is not Layer.GRID))
+        if value is None:
+            continue
+        if p.layer not in winners or rank > winners[p.layer][0] or (
+                rank == winners[p.layer][0] and value < winners[p.layer][1]):
             winners[p.layer] = (rank, value)
     return {layer: v for layer, (_, v) in winners.items()}
 
