@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.broker import MosquittoBroker
 from tests.hil.orderly_harness import REPO, AgentOnRig, envelope, now_iso
@@ -130,3 +131,26 @@ async def test_site_max_is_shared_between_the_two_connectors(
         await wait_contactor(a, 2, True)
         assert max_offer_sum(a, since=t_paused) <= 10 + 0.5
         assert max_offer_sum(a) <= 20 + 0.5
+
+
+async def test_a_w_limit_is_converted_with_each_connectors_own_phases_and_voltage(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    data = yaml.safe_load(TWIN.read_text())
+    data["connectors"][0].update(nominal_voltage_v=230)  # 1-phase 230 V
+    data["connectors"][1].update(phases=3)  # 3 x 220 V
+    base = tmp_path / "twin-mixed.yaml"
+    base.write_text(yaml.safe_dump(data, sort_keys=False))
+    async with AgentOnRig(tmp_path, broker, device_id=DEVICE, base=base) as a:
+        cmd = envelope("setLimit", {"limit": {"value": 6.6, "unit": "kW"}, "durationS": 900})
+        await a.publish(cmd)  # no connector: both
+        assert (await a.reply(cmd["id"]))["status"] == "accepted"
+        await plug(a, 1)
+        await plug(a, 2)
+        await wait_offer(a, 1, 6600 / 230)  # 28.7 A on one phase at 230 V
+        await wait_offer(a, 2, 6600 / 660)  # 10 A per phase on 3 x 220 V
+        state = a.state()
+        assert state is not None
+        limits = {c["connector"]: c["limitA"] for c in state["connectors"]}
+        assert limits[1] == pytest.approx(6600 / 230, abs=0.05)
+        assert limits[2] == pytest.approx(6600 / 660, abs=0.05)  # not at connector 1's volts
