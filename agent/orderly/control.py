@@ -225,6 +225,7 @@ class OrderlyControl:
         targets = self.engine.station(now, inputs)
         lower: list[tuple[ConnectorInputs, float | None]] = []
         higher: list[tuple[ConnectorInputs, float | None]] = []
+        books: list[tuple[int, ConnectorInputs, EffectiveLimit, EffectiveLimit | None]] = []
         for cid, c in self.connectors.items():
             ctx = inputs[cid].ctx
             eff = self.engine.effective_limit(now, cid, ctx, targets[cid])
@@ -240,18 +241,21 @@ class OrderlyControl:
                 (lower if _below(limit, c.fed_limit) else higher).append((c, limit))
                 c.fed_limit = limit
                 changed = True
-                # The session record's bookkeeping (a ledger write) runs after the feed task
-                # has put the new duty on the wire: it is not what the vehicle waits for.
-                asyncio.get_running_loop().call_soon(self._curtailment, cid, c, eff, prev, now)
+                books.append((cid, c, eff, prev))
             t = self.engine.next_change_after(now, cid, ctx)
             if t is not None:
                 nxt.append(t)
             if eff.pending is not None:
                 nxt.append(eff.pending.until)
         if lower or higher:
-            feed = asyncio.get_running_loop().create_task(self._feed(lower, higher))
+            loop = asyncio.get_running_loop()
+            feed = loop.create_task(self._feed(lower, higher))
             self._feeds.add(feed)
             feed.add_done_callback(self._feeds.discard)
+            # The session record's bookkeeping (a ledger write) is scheduled after the feed
+            # task: it is not what the vehicle waits for.
+            for cid, c, eff, prev in books:
+                loop.call_soon(self._curtailment, cid, c, eff, prev, now)
         self._failsafe(now)
         if changed:
             self._on_change()
@@ -269,7 +273,9 @@ class OrderlyControl:
         """Decreases are on the wire before increases: when siteMax moves a share from one
         connector to another, the sum of the offers never exceeds it, even for a moment."""
         for group in (lower, higher):
-            if group:
+            if len(group) == 1:  # in this task: no extra hop before the duty write
+                await group[0][0].controller.feed(LimitChanged(group[0][1]))
+            elif group:
                 await asyncio.gather(*(c.controller.feed(LimitChanged(limit))
                                        for c, limit in group))
 
