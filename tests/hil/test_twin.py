@@ -6,7 +6,10 @@ boards, two meters on three virtual ports), the agent process and a real mosquit
   event names it);
 - siteMax is the station's: shared equally, reallocated as vehicles come and go, a share below
   6 A pauses the vehicle that arrived last; the sum of the offers (the duty on each simulated
-  board) never exceeds it.
+  board) never exceeds it;
+- a W limit is converted at each connector's own phases and voltage;
+- a group setLimit and a connector-specific one of the same priority: the lower wins; a higher
+  priority lifts it.
 """
 
 from __future__ import annotations
@@ -154,3 +157,32 @@ async def test_a_w_limit_is_converted_with_each_connectors_own_phases_and_voltag
         limits = {c["connector"]: c["limitA"] for c in state["connectors"]}
         assert limits[1] == pytest.approx(6600 / 230, abs=0.05)
         assert limits[2] == pytest.approx(6600 / 660, abs=0.05)  # not at connector 1's volts
+
+
+async def test_group_and_connector_set_limits_of_one_priority_the_lower_wins(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    async with AgentOnRig(tmp_path, broker, device_id=DEVICE, base=TWIN,
+                          mqtt={"groups": ["tx-9"]}) as a:
+        await plug(a, 1)
+        await plug(a, 2)
+        await wait_offer(a, 1, 32)
+        await wait_offer(a, 2, 32)
+        group = envelope("setLimit", {"limit": {"value": 10, "unit": "A"}, "durationS": 900})
+        await a.publish(group, topic="evse/v1/group/tx-9/cmd")
+        assert (await a.reply(group["id"]))["status"] == "accepted"
+        mine = envelope("setLimit", {"limit": {"value": 16, "unit": "A"}, "durationS": 900},
+                        connector=1)
+        await a.publish(mine)
+        assert (await a.reply(mine["id"]))["status"] == "accepted"
+        await wait_offer(a, 1, 10)
+        await wait_offer(a, 2, 10)
+        await asyncio.sleep(1.0)  # the connector-specific 16 A does not lift the group's 10 A
+        assert a.rig.offered_a(1) == pytest.approx(10, abs=0.5)
+
+        vip = envelope("setLimit", {"limit": {"value": 16, "unit": "A"}, "durationS": 900,
+                                    "priority": 1}, connector=1)
+        await a.publish(vip)  # a higher priority does
+        assert (await a.reply(vip["id"]))["status"] == "accepted"
+        await wait_offer(a, 1, 16)
+        assert a.rig.offered_a(2) == pytest.approx(10, abs=0.5)
