@@ -127,7 +127,8 @@ class SetLimitBody(BaseModel):
     lease and one for all connectors (sent to the device without connector, or to a group) both
     apply and the lower wins: both are limits of some part of the network, and lifting one for
     a connector takes an explicit higher priority. A lease replaces the one with the same target
-    and priority. W/kW are converted with each connector's own phases and voltage."""
+    and priority (a group lease and a device-wide one have the same target: all connectors).
+    W/kW are converted with each connector's own phases and voltage."""
 
     model_config = _IN
     limit: Limit
