@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.api.bounds import MAX_CONNECTORS
 from agent.errors import ConfigError
 
 
@@ -94,7 +95,8 @@ class MeterConfig(_Strict):
 
 
 class ConnectorConfig(_Strict):
-    id: Annotated[int, Field(ge=1, le=16)] = 1
+    # one range everywhere: the API models and JSON schemas use the same bound
+    id: Annotated[int, Field(ge=1, le=MAX_CONNECTORS)] = 1
     connection: Literal["socket", "cable"] = "socket"
     rated_current_a: Annotated[float, Field(ge=6, le=80)] = 32.0
     cable_rating_a: Annotated[float, Field(ge=6, le=80)] | None = None
@@ -195,7 +197,7 @@ class AgentConfig(_Strict):
     state_dir: Path = Path("/var/lib/evse-agent")
     status_file: Path | None = None
     buses: dict[str, Bus]
-    connectors: list[ConnectorConfig]
+    connectors: Annotated[list[ConnectorConfig], Field(max_length=MAX_CONNECTORS)]
     safety: SafetyConfig = SafetyConfig()
     logging: LoggingConfig = LoggingConfig()
     mqtt: MqttConfig | None = None

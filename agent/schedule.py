@@ -154,8 +154,8 @@ def bus_load(txns: list[Transaction]) -> float:
     return sum(t.nominal_s / t.period_s for t in txns if t.period_s)
 
 
-def _bound(cfg: AgentConfig, conn: ConnectorConfig, per_bus: dict[str, list[Transaction]]
-           ) -> ConnectorBound:
+def _bound(cfg: AgentConfig, conn: ConnectorConfig, per_bus: dict[str, list[Transaction]],
+           advise: bool = True) -> ConnectorBound:
     budget_s = cfg.safety.reaction_budget_ms / 1000
     pbus, rbus = conn.pilot_board.bus, conn.relay_board.bus
     poll_s = conn.pilot_board.poll_ms / 1000
@@ -185,7 +185,8 @@ def _bound(cfg: AgentConfig, conn: ConnectorConfig, per_bus: dict[str, list[Tran
     result = ConnectorBound(conn.id, round(rb.total_s * 1000, 2),
                             {k: round(v * 1000, 2) for k, v in rb.terms.items()}, True)
     load = bus_load(per_bus[pbus])
-    if poll_s < pilot_read.nominal_s or load >= MAX_LOAD:
+    overloaded = poll_s < pilot_read.nominal_s or load >= MAX_LOAD
+    if overloaded:
         result.ok = False
         result.reasons.append(
             f"bus '{pbus}' cannot keep the {poll_s * 1000:.0f} ms pilot poll: the read takes "
@@ -195,13 +196,16 @@ def _bound(cfg: AgentConfig, conn: ConnectorConfig, per_bus: dict[str, list[Tran
         result.reasons.append(
             f"worst-case reaction {rb.total_s * 1000:.1f} ms exceeds the "
             f"{budget_s * 1000:.0f} ms budget (GB/T 34657.1: open within 100 ms)")
-    if not result.ok:
-        result.fixes.extend(_fixes(cfg, conn, per_bus[pbus], blocking))
+    if not result.ok and advise:
+        from agent.busfit import shared_port_fixes  # it re-runs analyse() on changed configs
+
+        result.fixes.extend(shared_port_fixes(cfg, conn, per_bus[pbus], MAX_LOAD))
+        result.fixes.extend(_fixes(cfg, conn, per_bus[pbus], blocking, overloaded))
     return result
 
 
 def _fixes(cfg: AgentConfig, conn: ConnectorConfig, txns: list[Transaction],
-           blocking: float) -> list[str]:
+           blocking: float, overloaded: bool = False) -> list[str]:
     fixes = []
     worst = max((t for t in txns if t.failure_s == blocking), key=lambda t: t.failure_s,
                 default=None)
@@ -216,13 +220,15 @@ def _fixes(cfg: AgentConfig, conn: ConnectorConfig, txns: list[Transaction],
                      f"(now {bus.baudrate}; the boards of hardware.md run 115200)")
     fixes.append(f"lower timeout_ms on bus '{conn.pilot_board.bus}' (now {bus.timeout_ms}) "
                  "to just above the devices' real answer time")
-    if cfg.safety.debounce_samples > 1 or conn.pilot_board.poll_ms > 10:
+    if not overloaded and (cfg.safety.debounce_samples > 1 or conn.pilot_board.poll_ms > 10):
+        # (faster polling on an overloaded port only makes the overload worse)
         fixes.append("poll the pilot board faster (pilot_board.poll_ms) or debounce fewer "
                      "samples (safety.debounce_samples)")
     return fixes
 
 
-def analyse(cfg: AgentConfig) -> ScheduleReport:
+def analyse(cfg: AgentConfig, *, advise: bool = True) -> ScheduleReport:
+    """Each bus's schedule and each connector's bound; ``advise``: with fixes for refusals."""
     per_bus = {name: bus_transactions(cfg, name) for name in cfg.buses}
     buses = []
     for name, txns in per_bus.items():
@@ -230,7 +236,7 @@ def analyse(cfg: AgentConfig) -> ScheduleReport:
         line = (f"serial {b.port} {b.baudrate} 8{b.parity}{b.stopbits}"
                 if isinstance(b, SerialBus) else f"tcp {b.host}:{b.port}")
         buses.append(BusSchedule(name, line, txns, round(bus_load(txns), 3)))
-    bounds = [_bound(cfg, c, per_bus) for c in cfg.connectors]
+    bounds = [_bound(cfg, c, per_bus, advise) for c in cfg.connectors]
     return ScheduleReport(cfg.safety.reaction_budget_ms, buses, bounds,
                           cfg.safety.accept_reaction_bound_over_budget)
 

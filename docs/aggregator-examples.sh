@@ -43,8 +43,8 @@ mosquitto_pub "${CONN[@]}" -V mqttv311 -q 1 -t "$ROOT/$DEVICE/cmd" \
 wait "$listener"
 
 # 4. Curtail every charger of a group (a transformer, a feeder) with one publish: 10 A each.
-#    Within the grid layer the highest priority wins (then a connector-specific limit beats an
-#    all-connector one), so it outranks step 2. Each charger answers on its own rsp topic.
+#    Within the grid layer the highest priority wins (at equal priority the lower of a group
+#    and a connector-specific limit), so it outranks step 2. Each charger answers on its own rsp.
 mosquitto_sub "${CONN[@]}" -q 1 -t "$ROOT/+/rsp" -C 1 -W 10 &
 listener=$!
 sleep 1

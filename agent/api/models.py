@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from agent.api.bounds import MAX_CONNECTORS as MAX_CONNECTORS  # config uses it too
 from agent.api.reasons import OptOutReason, Reason, ReplyStatus, StopReason
 from agent.faults import FaultCode
 
@@ -35,7 +36,6 @@ API_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024  # checked on the raw bytes, before any parsing
 MAX_JSON_DEPTH = 12  # the deepest valid command nests 6 levels
 MAX_PERIODS = 672  # a week in 15-minute periods; a charger may advertise fewer (capabilities)
-MAX_CONNECTORS = 8
 MAX_SEQ = 2**53 - 1  # the largest integer every JSON consumer holds exactly
 MAX_DURATION_S = 366 * 86400
 MAX_LIMIT = 1_000_000.0  # |value| in any unit; the limits engine applies the real ratings
@@ -122,6 +122,14 @@ class FailsafeLimit(Limit):
 
 
 class SetLimitBody(BaseModel):
+    """A curtailment lease (grid layer, stackLevel = priority) for the device, a group or one
+    connector. A higher priority overrides a lower one. At the same priority a connector-specific
+    lease and one for all connectors (sent to the device without connector, or to a group) both
+    apply and the lower wins: both are limits of some part of the network, and lifting one for
+    a connector takes an explicit higher priority. A lease replaces the one with the same target
+    and priority (a group lease and a device-wide one have the same target: all connectors).
+    W/kW are converted with each connector's own phases and voltage."""
+
     model_config = _IN
     limit: Limit
     duration_s: Annotated[int, Field(ge=1, le=7 * 86400)]
@@ -160,6 +168,17 @@ class Schedule(BaseModel):
 
 
 class SetProfileBody(BaseModel):
+    """A scheduled limit (OCPP smart charging). Layer siteMax is the station's limit (OCPP
+    ChargingStationMaxProfile): never addressed to one connector (rejected, INVALID_SCHEDULE);
+    the sum of the connectors' offers never exceeds it. It is shared equally among the
+    connectors whose vehicles want energy (in W: equal power, each connector at its own phases
+    and voltage; one capped lower by its own limits leaves the rest to the others); a share
+    below 6 A pauses the vehicle that arrived last (first come, first served) until a share of
+    at least 6 A frees up; shares are reallocated at once when vehicles arrive, leave or stop
+    asking for energy, and decreases are applied before increases. In the default and session
+    layers a connector-specific profile wins over an all-connector one of the same stackLevel;
+    in the grid layer the lower of the two wins."""
+
     model_config = _IN
     profile_id: ProfileId
     layer: Layer

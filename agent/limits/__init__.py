@@ -33,6 +33,7 @@ from agent.limits.results import (
     CompositePeriod,
     EffectiveLimit,
 )
+from agent.limits.station import StationInput
 from agent.limits.validation import requires_discharge, validate_profile
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Reason",
     "Recurrency",
     "Schedule",
+    "StationInput",
     "Status",
     "Uniform",
     "parse_limit",

@@ -26,6 +26,29 @@ def failsafe_active(failsafe: FailsafeConfig | None, t: float, ctx: ChargeContex
     return failsafe is not None and down is not None and t >= down + failsafe.after_s
 
 
+@dataclass(frozen=True, slots=True)
+class SiteShare:
+    """On a station of several connectors, this connector's share of siteMax (``sharing.py``)
+    replaces the siteMax layer's winner; ``amps`` None: no siteMax in force."""
+
+    amps: float | None
+    entry: Installed | None = None
+
+
+def site_winner(entries: Sequence[Installed], t: float, ctx: ChargeContext
+                ) -> tuple[float, Installed] | None:
+    """The station's siteMax at ``t``: (limit in the profile's unit, its entry), or None."""
+    best: tuple[int, float, Installed] | None = None
+    for e in entries:
+        p = e.profile
+        if p.layer is not Layer.SITE_MAX or p.connector is not None:
+            continue
+        period = period_at(e, t, ctx)
+        if period is not None and (best is None or p.stack_level > best[0]):
+            best = (p.stack_level, period.limit, e)
+    return None if best is None else (best[1], best[2])
+
+
 def evaluate(
     entries: Sequence[Installed],
     t: float,
@@ -35,11 +58,19 @@ def evaluate(
     failsafe: FailsafeConfig | None,
     min_current_a: float,
     nominal_voltage_v: float,
+    site: SiteShare | None = None,
+    without_site: bool = False,
 ) -> CompositeLimit:
+    """``site`` given: it stands for the siteMax layer; ``without_site``: no siteMax term (the
+    connector's own ceiling, from which its share is computed)."""
     vs = ctx.volt_sum(nominal_voltage_v)
     terms: list[_Term] = []
-    for layer in (Layer.SITE_MAX, Layer.GRID):
-        terms.extend(_winner(entries, layer, t, connector, ctx, vs))
+    if site is not None:
+        if site.amps is not None:
+            terms.append(_Term(site.amps, Layer.SITE_MAX.value, site.entry))
+    elif not without_site:
+        terms.extend(_winner(entries, Layer.SITE_MAX, t, connector, ctx, vs))
+    terms.extend(_winner(entries, Layer.GRID, t, connector, ctx, vs))
     session = _winner(entries, Layer.SESSION, t, connector, ctx, vs)
     terms.extend(session or _winner(entries, Layer.DEFAULT, t, connector, ctx, vs))
     if failsafe is not None and failsafe_active(failsafe, t, ctx):
@@ -74,10 +105,16 @@ def _winner(
         period = period_at(e, t, ctx)
         if period is None:
             continue
-        rank = (p.stack_level, 0 if p.connector is None else 1)
+        # grid (curtailments): at equal stackLevel the lower of a connector's and an
+        # all-connector (device or group) one wins; other layers: the more specific one wins
+        specific = 0 if p.connector is None or layer is Layer.GRID else 1
+        rank = (p.stack_level, specific)
+        term = _Term(to_amps(period.limit, p.schedule.unit, vs), layer.value, e)
         if best is None or rank > best:
             best = rank
-            found = [_Term(to_amps(period.limit, p.schedule.unit, vs), layer.value, e)]
+            found = [term]
+        elif rank == best and term.amps < found[0].amps:
+            found = [term]
     return found
 
 

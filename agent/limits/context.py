@@ -3,7 +3,9 @@
 Unit conversion (the spec leaves the 3-phase case open): a W limit is a total power; the engine
 offers a per-phase current, so ``A = W / sum(V_i for the phases in use)``. With balanced voltages
 that is ``W / (phases * V_phase)``, e.g. 11 kW on 3 x 230 V = 15.9 A per phase. Measured voltages
-are used when plausible (>= half nominal), the configured nominal otherwise.
+are used when plausible (>= half nominal), the configured nominal otherwise. Phases and nominal
+voltage are the connector's own (``ChargeContext``): on a twin, 11 kW on a 3-phase connector and
+on a 1-phase one are different currents.
 """
 
 from __future__ import annotations
@@ -88,9 +90,14 @@ class ChargeContext:
     session_start: float | None = None
     link: LinkState = field(default_factory=LinkState)
     local: LocalLimits = field(default_factory=LocalLimits)
+    # this connector's nominal phase voltage; None: the engine's (a twin's connectors may differ)
+    nominal_voltage_v: float | None = None
 
     def volt_sum(self, nominal_v: float) -> float:
-        """Sum of the phase voltages of the phases in use (nominal where unmeasured)."""
+        """Sum of the phase voltages of the phases in use (nominal where unmeasured); the
+        connector's own ``nominal_voltage_v`` wins over the engine-wide ``nominal_v``."""
+        if self.nominal_voltage_v is not None:
+            nominal_v = self.nominal_voltage_v
         phases = max(1, min(3, self.phases_in_use))
         total = 0.0
         for i in range(phases):

@@ -14,7 +14,18 @@ Composite rule, per instant and connector (contract "Composite limit"):
 | local:site/cable/hardware | installer site limit, cable rating, hardware rating            |
 
 A layer's winner is the valid profile with the highest stackLevel that has a period covering the
-instant (a connector-specific profile beats an all-connector one of the same level). The result is
+instant. At the same stackLevel a connector-specific and an all-connector profile (one sent to
+the device without ``connector`` or to a group) combine as follows:
+- grid layer (setLimit leases and grid profiles: curtailments): the lower one wins. Both are
+  constraints of some part of the network (a feeder for the group, one circuit for the
+  connector) that nobody may exceed; lifting one for a connector takes an explicit higher
+  ``priority`` (stackLevel), never the accident of equal priorities.
+- default and session layers (charging plans): the connector-specific one wins, as OCPP's EVSE
+  profile over its station-wide one.
+
+siteMax is the station's (OCPP ChargingStationMaxProfile): on several connectors
+:meth:`LimitsEngine.station` shares it (``sharing.py``) and each connector's share stands for
+the siteMax term, so the sum of the offers never exceeds it. The result is
 the minimum of the terms (ties go to the earlier row); below ``min_current_a`` it is a pause
 (``limit_a`` 0, ``below_minimum``), and None means nothing constrains the connector.
 """
@@ -22,10 +33,11 @@ the minimum of the terms (ties go to the earlier row); below ``min_current_a`` i
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.limits.composite import evaluate, failsafe_active
+from agent.limits.composite import SiteShare, evaluate, failsafe_active
 from agent.limits.context import (
     RANDOM_DELAY_CAP_S,
     ChargeContext,
@@ -50,6 +62,8 @@ from agent.limits.profiles import (
     installed_to_dict,
 )
 from agent.limits.results import ApplyResult, CompositeLimit, CompositePeriod, EffectiveLimit
+from agent.limits.sharing import ShareState
+from agent.limits.station import StationInput, station_composites
 from agent.limits.timeline import applies_to, boundaries, finished, origin
 from agent.limits.validation import requires_discharge, validate_profile
 
@@ -72,6 +86,7 @@ class LimitsEngine:
         self._config = config or EngineConfig()
         self._entries: list[Installed] = []
         self._gates: dict[int, DelayGate] = {}
+        self._share = ShareState()
         self._failsafe: FailsafeConfig | None = None
         self._random_delay_max_s = 0.0
         if self.configure_random_delay(random_delay_max_s) is not Reason.OK:
@@ -234,16 +249,26 @@ class LimitsEngine:
         return failsafe_active(self._failsafe, now, ctx)
 
     def composite(self, now: float, connector: int, ctx: ChargeContext) -> CompositeLimit:
-        """The ceiling at ``now`` (the rule table is in this module's docstring)."""
-        return evaluate(
-            self._entries,
-            now,
-            connector,
-            ctx,
-            failsafe=self._failsafe,
-            min_current_a=self._config.min_current_a,
-            nominal_voltage_v=self._config.nominal_voltage_v,
-        )
+        """The ceiling at ``now`` as if the connector were alone (siteMax whole; the rule table
+        is in this module's docstring)."""
+        return self._evaluate(now, connector, ctx)
+
+    def station(self, now: float, inputs: Mapping[int, StationInput]
+                ) -> dict[int, CompositeLimit]:
+        """Every connector's composite, siteMax shared among them (``station.py``): the sum of
+        the offers never exceeds it. One connector: exactly :meth:`composite`."""
+        if len(inputs) <= 1:
+            return {cid: self.composite(now, cid, i.ctx) for cid, i in inputs.items()}
+        out, self._share = station_composites(self._evaluate, self._entries, now, inputs,
+                                              self._share, self._config)
+        return out
+
+    def _evaluate(self, now: float, connector: int, ctx: ChargeContext, *,
+                  site: SiteShare | None = None, without_site: bool = False) -> CompositeLimit:
+        return evaluate(self._entries, now, connector, ctx, failsafe=self._failsafe,
+                        min_current_a=self._config.min_current_a,
+                        nominal_voltage_v=self._config.nominal_voltage_v,
+                        site=site, without_site=without_site)
 
     def breakpoints(self, t0: float, t1: float, connector: int, ctx: ChargeContext) -> list[float]:
         """Instants in ``(t0, t1)`` where the composite may change (a superset)."""
@@ -288,10 +313,13 @@ class LimitsEngine:
                 out.append(CompositePeriod(a, b - a, limit, c.source, c.profile_id, c.command_id))
         return out
 
-    def effective_limit(self, now: float, connector: int, ctx: ChargeContext) -> EffectiveLimit:
-        """The composite after the randomised delay (see ``delay.py``); call with
-        non-decreasing ``now``, at least at every :meth:`next_change_after`."""
-        target = self.composite(now, connector, ctx)
+    def effective_limit(self, now: float, connector: int, ctx: ChargeContext,
+                        target: CompositeLimit | None = None) -> EffectiveLimit:
+        """The composite (or ``target``, e.g. from :meth:`station`) after the randomised delay
+        (see ``delay.py``); call with non-decreasing ``now``, at least at every
+        :meth:`next_change_after`."""
+        if target is None:
+            target = self.composite(now, connector, ctx)
         gate = self._gates.setdefault(connector, DelayGate(connector))
         drawn = gate.step(
             now,

@@ -10,6 +10,7 @@ Rules, each with its K01 requirement where there is one:
 | first offset is 0                                           | INVALID_SCHEDULE  | FR.31    |
 | offsets strictly increasing                                 | INVALID_SCHEDULE  | FR.35    |
 | siteMax is never relative                                   | INVALID_SCHEDULE  | FR.38    |
+| siteMax addresses the station, never one connector          | INVALID_SCHEDULE  | FR.03    |
 | absolute/recurring need a start (startAt or validFrom)      | INVALID_SCHEDULE  | FR.40    |
 | relative has no startAt                                     | INVALID_SCHEDULE  | FR.41    |
 | recurring has a recurrency, others none                     | INVALID_SCHEDULE  |          |
@@ -92,6 +93,8 @@ def validate_profile(
 
 def _validate_kind(profile: ChargingProfile) -> Reason:
     s = profile.schedule
+    if profile.layer is Layer.SITE_MAX and profile.connector is not None:
+        return Reason.INVALID_SCHEDULE  # the station's limit (OCPP K01.FR.03: evseId 0)
     if profile.kind is ProfileKind.RELATIVE:
         if profile.layer is Layer.SITE_MAX or s.start_at is not None:
             return Reason.INVALID_SCHEDULE

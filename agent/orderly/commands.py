@@ -221,8 +221,8 @@ class CommandService:
         rated = self._control.connectors[cid].rated_a
         if unit is RateUnit.A:
             return rated
-        return round(rated * self._control.engine.config.nominal_voltage_v
-                     * self._control.connectors[cid].phases, 1)
+        volts = self._control.context(cid).volt_sum(self._control.engine.config.nominal_voltage_v)
+        return round(rated * volts, 1)
 
     async def _session(self, cmd: m.StartSessionCommand | m.StopSessionCommand,
                        targets: list[int]) -> Outcome:

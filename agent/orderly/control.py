@@ -42,11 +42,13 @@ from agent.limits import (
     LinkState,
     LocalLimits,
     RateUnit,
+    StationInput,
 )
 from agent.orderly.events import EventLog, from_wire
 from agent.orderly.reporter import ev_letter
 from agent.orderly.sessions import SessionTracker
-from agent.pilot import LimitChanged
+from agent.pilot import LimitChanged, PilotState
+from agent.pilot.classifier import CpLevel
 from agent.shell.connector import ConnectorController
 from agent.store import atomic_write, rfc3339
 
@@ -58,6 +60,11 @@ SOURCE_NAMES = {"local:site": "installer", "local:cable": "cable", "local:hardwa
 
 def api_source(source: str) -> str:
     return SOURCE_NAMES.get(source, source)
+
+
+def _below(new: float | None, old: float | None) -> bool:
+    """Whether feeding ``new`` after ``old`` lowers the offer (None: no ceiling)."""
+    return new is not None and (old is None or new < old)
 
 
 def ref_of(p: ChargingProfile) -> CommandRef:
@@ -75,6 +82,7 @@ class ConnectorInputs:
     phases: int
     rated_a: float
     site_limit_a: float | None
+    nominal_voltage_v: float | None = None  # None: the engine's
     session_start: float | None = None
     fed_limit: float | None = field(default=-1.0)  # sentinel: nothing fed yet
     effective: EffectiveLimit | None = None
@@ -155,6 +163,7 @@ class OrderlyControl:
             session_start=c.session_start,
             link=LinkState(online, since),
             local=LocalLimits(c.rated_a, c.controller.machine.cable_rating_a, c.site_limit_a),
+            nominal_voltage_v=c.nominal_voltage_v,
         )
 
     def wake(self) -> None:
@@ -222,9 +231,14 @@ class OrderlyControl:
         self._lifecycle(now)
         nxt: list[float] = []
         changed = False
+        inputs = {cid: self._station_input(cid) for cid in self.connectors}
+        targets = self.engine.station(now, inputs)
+        lower: list[tuple[ConnectorInputs, float | None]] = []
+        higher: list[tuple[ConnectorInputs, float | None]] = []
+        books: list[tuple[int, ConnectorInputs, EffectiveLimit, EffectiveLimit | None]] = []
         for cid, c in self.connectors.items():
-            ctx = self.context(cid)
-            eff = self.engine.effective_limit(now, cid, ctx)
+            ctx = inputs[cid].ctx
+            eff = self.engine.effective_limit(now, cid, ctx, targets[cid])
             limit = 0.0 if self.decommissioned else eff.limit_a
             if eff.drawn is not None and c.tracker is not None:
                 c.tracker.random_delay(now, eff.drawn.drawn_s)
@@ -234,24 +248,46 @@ class OrderlyControl:
             prev = c.effective
             c.effective = eff
             if limit != c.fed_limit:
+                (lower if _below(limit, c.fed_limit) else higher).append((c, limit))
                 c.fed_limit = limit
                 changed = True
-                loop = asyncio.get_running_loop()
-                feed = loop.create_task(c.controller.feed(LimitChanged(limit)))
-                self._feeds.add(feed)
-                feed.add_done_callback(self._feeds.discard)
-                # The session record's bookkeeping (a ledger write) runs after the feed task
-                # has put the new duty on the wire: it is not what the vehicle waits for.
-                loop.call_soon(self._curtailment, cid, c, eff, prev, now)
+                books.append((cid, c, eff, prev))
             t = self.engine.next_change_after(now, cid, ctx)
             if t is not None:
                 nxt.append(t)
             if eff.pending is not None:
                 nxt.append(eff.pending.until)
+        if lower or higher:
+            loop = asyncio.get_running_loop()
+            feed = loop.create_task(self._feed(lower, higher))
+            self._feeds.add(feed)
+            feed.add_done_callback(self._feeds.discard)
+            # The session record's bookkeeping (a ledger write) is scheduled after the feed
+            # task: it is not what the vehicle waits for.
+            for cid, c, eff, prev in books:
+                loop.call_soon(self._curtailment, cid, c, eff, prev, now)
         self._failsafe(now)
         if changed:
             self._on_change()
         return min(nxt) if nxt else None
+
+    def _station_input(self, cid: int) -> StationInput:
+        m = self.connectors[cid].controller.machine
+        plugged = self.connectors[cid].session_start is not None and m.state is not PilotState.FAULT
+        return StationInput(self.context(cid), plugged,
+                            m.ev_level in (CpLevel.STATE_3, CpLevel.STATE_D))
+
+    @staticmethod
+    async def _feed(lower: list[tuple[ConnectorInputs, float | None]],
+                    higher: list[tuple[ConnectorInputs, float | None]]) -> None:
+        """Decreases are on the wire before increases: when siteMax moves a share from one
+        connector to another, the sum of the offers never exceeds it, even for a moment."""
+        for group in (lower, higher):
+            if len(group) == 1:  # in this task: no extra hop before the duty write
+                await group[0][0].controller.feed(LimitChanged(group[0][1]))
+            elif group:
+                await asyncio.gather(*(c.controller.feed(LimitChanged(limit))
+                                       for c, limit in group))
 
     def _curtailment(self, cid: int, c: ConnectorInputs, eff: EffectiveLimit,
                      prev: EffectiveLimit | None, now: float) -> None:

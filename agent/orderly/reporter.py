@@ -109,6 +109,8 @@ class Reporter:
                 "from": ev_letter(note.old), "to": ev_letter(note.new),
                 "volts": max(-15.0, min(15.0, note.cp_mv / 1000))}), cid)
             self._significant()
+            if len(svc.controllers) > 1:  # a vehicle asking or not moves the siteMax share
+                svc.control.wake()
         elif isinstance(note, SetContactor | FeedbackChanged):
             fb = ctl.stats.last_contactor_feedback
             ev.event("contactorChanged", m.ContactorChangedBody(

@@ -93,8 +93,9 @@ class OrderlyService:
             random_delay_max_s=rt.random_delay_max_s,
             failsafe=FailsafeConfig(rt.failsafe_after_s, *_limit(rt.failsafe_value,
                                                                  rt.failsafe_unit)),
-            nominal_voltage_v=config.connectors[0].nominal_voltage_v,
-            supply_phases=config.connectors[0].phases)
+            # the fail-safe W check: it must let the connector with the most volts charge too
+            nominal_voltage_v=max(c.nominal_voltage_v for c in config.connectors),
+            supply_phases=max(c.phases for c in config.connectors))
         self.trackers = {c.id: SessionTracker(
             c.id, self.ledger, self.events, reading=self._reading(c),
             offline=lambda: not self.link.connected,
@@ -102,7 +103,8 @@ class OrderlyService:
             for c in controllers}
         inputs = {conn.id: ConnectorInputs(
             self.controllers[conn.id], self.trackers[conn.id], conn.phases,
-            conn.rated_current_a, conn.local_limit_a) for conn in config.connectors}
+            conn.rated_current_a, conn.local_limit_a, conn.nominal_voltage_v)
+            for conn in config.connectors}
         self.control = OrderlyControl(
             engine, inputs, self.events, state / "limits.json",
             link_online=self._link_state, on_change=self._state_changed)

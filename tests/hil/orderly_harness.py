@@ -74,11 +74,14 @@ def envelope(type_: str, body: Mapping[str, Any], *, connector: int | None = Non
 
 
 def agent_config(device_id: str, overrides: Mapping[str, Any] | None = None,
-                 connector: Mapping[str, Any] | None = None) -> Any:
-    """The example config with ``overrides`` deep-merged and ``connector`` into connector 1."""
-    data = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+                 connector: Mapping[str, Any] | None = None, base: Path = EXAMPLE_CONFIG) -> Any:
+    """The example config (or ``base``) with ``overrides`` deep-merged and ``connector`` into
+    connector 1; the loaded-host margins go to every control bus."""
+    data = yaml.safe_load(base.read_text(encoding="utf-8"))
     data["device_id"] = device_id
-    data = deep_merge(data, deep_merge(LOADED_HOST, dict(overrides or {})))
+    loaded = dict(LOADED_HOST, buses={name: LOADED_HOST["buses"]["control"]
+                                      for name in data["buses"] if name.startswith("control")})
+    data = deep_merge(data, deep_merge(loaded, dict(overrides or {})))
     data["connectors"][0] = deep_merge(data["connectors"][0], dict(connector or {}))
     return parse_config(data, source=str(EXAMPLE_CONFIG))
 
@@ -97,6 +100,7 @@ class AgentOnRig:
         connector: Mapping[str, Any] | None = None,
         port: int | None = None,
         recorder_session: bool = False,
+        base: Path = EXAMPLE_CONFIG,
     ) -> None:
         self.run_dir = run_dir
         self.broker = broker
@@ -106,7 +110,7 @@ class AgentOnRig:
             "host": broker.host, "port": port or broker.port, "tls": False,
             "random_delay_max_s": 0, "telemetry_period_s": 2, "telemetry_idle_period_s": 5,
             "keepalive_s": 5, **(mqtt or {})}
-        self.config = agent_config(device_id, overrides, connector)
+        self.config = agent_config(device_id, overrides, connector, base)
         self.rig = Rig(self.config, run_dir / "rig", options=RigOptions())
         self.recorder = Recorder(broker.host, broker.port, [f"{self.base}/#"],
                                  identifier=f"test-consumer-{device_id}" if recorder_session

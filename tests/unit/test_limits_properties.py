@@ -59,7 +59,8 @@ def profiles(draw: st.DrawFn, idx: int) -> ChargingProfile:
         valid_from=valid_from,
         valid_to=None if valid_to is None else (valid_from or T0) + valid_to,
         max_offline_s=draw(st.none() | st.integers(0, 7200)),
-        connector=draw(st.sampled_from([None, 1, 2])),
+        # siteMax is the station's: never addressed to one connector
+        connector=None if layer is Layer.SITE_MAX else draw(st.sampled_from([None, 1, 2])),
     )
 
 
@@ -130,8 +131,12 @@ def ref_layers(engine: LimitsEngine, t: float, ctx: ChargeContext) -> dict[Layer
         ):
             continue
         value = ref_limit(e, t, ctx)
-        rank = (p.stack_level, int(p.connector is not None))
-        if value is not None and (p.layer not in winners or rank > winners[p.layer][0]):
+        # grid: the lower of equal priorities; other layers: the more specific one
+        rank = (p.stack_level, int(p.connector is not None and p.layer is not Layer.GRID))
+        if value is None:
+            continue
+        if p.layer not in winners or rank > winners[p.layer][0] or (
+                rank == winners[p.layer][0] and value < winners[p.layer][1]):
             winners[p.layer] = (rank, value)
     return {layer: v for layer, (_, v) in winners.items()}
 
