@@ -66,16 +66,16 @@ async def test_local_limit_applies_persists_and_shows_in_status(tmp_path: Path) 
             assert (lim["limitA"], lim["source"], lim["layer"]) == (CONFIGURED_A, "config",
                                                                     "local")
 
-            code, out, err = await cli(cfg, "limit", "10", "--connector", "1")
+            code, _, err = await cli(cfg, "limit", "10", "--connector", "1")
             assert code == 0, err
             await wait_offer(rig, 10.0)
             lim = (await status(cfg))["connectors"][0]["limit"]
             assert (lim["limitA"], lim["source"]) == (10.0, "installer")
             assert lim["since"] and "local-limits.json" in lim["ref"]
 
-            code, out, err = await cli(cfg, "limit", "ten")
+            code, _, err = await cli(cfg, "limit", "ten")
             assert code == 2 and "number of amperes" in err
-            code, out, err = await cli(cfg, "limit", "99")
+            code, _, err = await cli(cfg, "limit", "99")
             assert code == 2 and "between 0 and 80" in err
             assert (await status(cfg))["connectors"][0]["limit"]["limitA"] == 10.0
 
@@ -87,7 +87,7 @@ async def test_local_limit_applies_persists_and_shows_in_status(tmp_path: Path) 
             text = (await cli(cfg, "status"))[1]
             assert "limit 10 A from installer" in text
 
-            code, out, err = await cli(cfg, "limit", "none")
+            code, _, err = await cli(cfg, "limit", "none")
             assert code == 0, err
             await wait_offer(rig, CONFIGURED_A)
             lim = (await status(cfg))["connectors"][0]["limit"]
