@@ -17,7 +17,7 @@ from agent.api.reasons import StopReason
 from agent.cli import parse_since, render_sessions
 from agent.ledger import Ledger
 from agent.orderly import local as local_mod
-from agent.orderly.local import LocalService, TICK_S
+from agent.orderly.local import TICK_S, LocalService
 from agent.pilot import SessionEvent
 from drivers.interfaces import MeterReading
 from tests.unit.test_local_limits import StandInController, config, service
