@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= build/demo
 
-.PHONY: demo test lint venv mosquitto clean bench fuzz faults
+.PHONY: demo test lint venv mosquitto browser clean bench fuzz faults
 
 venv: $(STAMP)
 
@@ -21,6 +21,14 @@ mosquitto:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients) \
 	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients); }
 
+# The status page's browser test drives Debian's chromium (Playwright via executable_path);
+# Chinese text needs a CJK font. Installed from Debian where absent, like mosquitto.
+browser:
+	@{ test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi 'Noto Sans CJK'; } || { \
+	  echo "chromium or fonts-noto-cjk not found: installing them from Debian (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk) \
+	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk); }
+
 demo: venv mosquitto
 	$(VENV)/bin/evse-hil run hil/scenarios/demo.yaml --out $(OUT)
 
@@ -28,7 +36,7 @@ lint: venv
 	$(PY) -m ruff check agent drivers hil tests
 	$(PY) -m mypy agent drivers
 
-test: venv mosquitto lint
+test: venv mosquitto browser lint
 	$(PY) -m pytest -q
 
 bench: venv mosquitto

@@ -15,6 +15,7 @@
 #   /etc/evse-agent/evse-agent.yaml  0640 root:evse  from config/evse-agent.example.yaml if absent
 #   /etc/evse-agent/tls/        0750 root:evse  ca.crt, client.crt, client.key (you copy them)
 #   /etc/systemd/system/evse-agent.service
+#   /etc/systemd/system/evse-agent-web.service  the status page; installed disabled
 #   /etc/udev/rules.d/99-evse-serial.rules      if absent (edit the serial numbers in it)
 #   /usr/share/doc/evse-edge-agent/             README.md and docs/ (the unit's Documentation=)
 set -euo pipefail
@@ -146,6 +147,9 @@ say "systemd unit and udev rule"
 run install -d -m 0755 "$DESTDIR/etc/systemd/system" "$DESTDIR/etc/udev/rules.d"
 run install -m 0644 "$SRC/systemd/evse-agent.service" \
     "$DESTDIR/etc/systemd/system/evse-agent.service"
+# The status page and metrics: installed, never enabled here (README "The status page").
+run install -m 0644 "$SRC/systemd/evse-agent-web.service" \
+    "$DESTDIR/etc/systemd/system/evse-agent-web.service"
 if [ -e "$DESTDIR/etc/udev/rules.d/99-evse-serial.rules" ]; then
     say "kept existing /etc/udev/rules.d/99-evse-serial.rules"
 else
@@ -174,4 +178,5 @@ cat <<EOF
     3. copy ca.crt, client.crt, client.key to $CONF_DIR/tls/ (client.key 0640 root:$USER_NAME)
     4. $PREFIX/venv/bin/evse-agent check-config $CONF_DIR/evse-agent.yaml
     5. systemctl enable --now evse-agent; journalctl -u evse-agent -f
+    6. optional, the status page (off by default): README "The status page"
 EOF
