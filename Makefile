@@ -3,15 +3,18 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= build/demo
+LOCKS  := requirements/build.txt requirements/runtime.txt requirements/dev.txt
 
 .PHONY: demo test lint venv mosquitto browser clean bench fuzz faults
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The venv installs exactly the pinned, hash-checked versions of requirements/ (make lock).
+$(STAMP): pyproject.toml $(LOCKS)
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,hil]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements/build.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # A private broker is started by the tests and the demo; the binary comes from Debian.
@@ -53,3 +56,21 @@ faults: venv mosquitto
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .hypothesis
+
+# ---- Pinned dependencies and the offline wheelhouse (README "Installing: online, offline, and
+# the pinned versions"). pyproject.toml says what we depend on; requirements/*.txt are generated
+# from it by uv, with hashes, for every platform and CPython 3.11 (Raspberry Pi OS bookworm).
+#   make lock                    re-resolve after a pyproject change, keeping every other pin
+#   make lock UPGRADE=aiomqtt    also move these packages (space separated) to their newest
+#   make lock UPGRADE=all        move everything to the newest versions pyproject allows
+.PHONY: lock
+UPGRADE ?=
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --generate-hashes \
+	--python-version 3.11 --custom-compile-command 'make lock' \
+	$(if $(filter all,$(UPGRADE)),--upgrade,$(foreach p,$(UPGRADE),--upgrade-package $(p)))
+
+lock: $(STAMP)
+	$(UV_COMPILE) requirements/build.in -o requirements/build.txt
+	$(UV_COMPILE) pyproject.toml -o requirements/runtime.txt
+	$(UV_COMPILE) pyproject.toml --extra dev --extra hil -c requirements/runtime.txt \
+	  -o requirements/dev.txt

@@ -75,6 +75,15 @@ owned() {
     fi
 }
 
+# The agent and exactly the pinned versions of its dependencies (requirements/*.txt, written by
+# `make lock`, every file checked against its sha256). Online: from the package index.
+install_pinned() {
+    local pip=("$DESTDIR$PREFIX/venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+    run "${pip[@]}" --require-hashes -r "$SRC/requirements/build.txt"
+    run "${pip[@]}" --require-hashes -r "$SRC/requirements/runtime.txt"
+    run "${pip[@]}" --no-deps --no-build-isolation "$SRC"
+}
+
 if [ "$DRY_RUN" = 0 ] && [ -z "$DESTDIR" ] && [ "$(id -u)" != 0 ]; then
     echo "install.sh: run as root (sudo), or use --dry-run / --destdir" >&2
     exit 1
@@ -113,7 +122,7 @@ run install -d -m 0755 "$DESTDIR$PREFIX"
 if [ ! -x "$DESTDIR$PREFIX/venv/bin/python" ]; then
     run "$PYTHON" -m venv "$DESTDIR$PREFIX/venv"
 fi
-run "$DESTDIR$PREFIX/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$SRC"
+install_pinned
 
 # 4. Configuration: kept when present (it holds the device's settings), else the example.
 say "configuration $CONF_DIR (0750 root:$USER_NAME)"

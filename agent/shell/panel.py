@@ -52,19 +52,16 @@ class PanelCache:
 
 
 def limit_setter(app: AgentApp, ctl: ConnectorController) -> dict[str, Any]:
-    """The limit that sets the offer: installer, aggregator (with its profile layer),
-    failsafe, cable or hardware."""
-    svc = app.orderly
-    if svc is not None:
-        snap = svc.control.snapshot_limits(ctl.id)
-        source = str(snap["limitSource"])
-        kind = "aggregator" if source in AGGREGATOR_SOURCES else source
-        out: dict[str, Any] = {"a": snap["limitA"], "source": kind}
-        if kind == "aggregator":
-            out["layer"] = source
-            ref = snap.get("limitRef") or {}
-            out["ref"] = ref.get("commandId") or ref.get("profileId")
-        return out
+    """The limit that sets the offer, as the installer thinks of it: installer (set on the
+    page or the CLI, or ``local_limit_a``: ``detail`` says which), aggregator (with its profile
+    layer and command), failsafe, cable or hardware."""
+    service = app.orderly or app.local
+    if service is not None:
+        lim = service.limit(ctl.id)
+        kind = ("aggregator" if lim.source in AGGREGATOR_SOURCES
+                else "installer" if lim.source == "config" else lim.source)
+        return {"a": lim.limit_a, "source": kind, "detail": lim.source, "layer": lim.layer,
+                "ref": lim.ref, "since": lim.since}
     m = ctl.machine
     s = m.settings
     terms = [(s.hardware_rating_a, "hardware"), (s.profile.max_current_a, "hardware"),

@@ -106,7 +106,8 @@
   function liveParts(c) {
     const id = c.connector;
     const lim = c.limit || {};
-    const sourceText = t(lim.source || "none") + (lim.layer ? ` (${lim.layer}${lim.ref ? " " + lim.ref : ""})` : "");
+    const sourceText = t(lim.source || "none") + (lim.source === "aggregator" ? ` (${lim.layer}${lim.ref ? " " + lim.ref : ""})`
+      : lim.detail === "config" ? " (local_limit_a)" : "");
     const head = h("h2", {}, `${t("connector")} ${id}`,
       h("span", { class: `state ${c.state}`, "data-testid": `state-${id}`, "data-state": c.state }, sub("states", c.state)));
     const m = c.meter;
