@@ -4,7 +4,7 @@
                                        what check-config refuses
     evse-agent check-config FILE       validate; print each bus's schedule and reaction bound
     evse-agent status [-c FILE]        live state of a running agent
-    evse-agent limit A|none [-c FILE] [--connector N]   local limit input
+    evse-agent limit A|none [-c FILE] [--connector N]   the installer's limit (persisted)
     evse-agent start|stop|reset [-c FILE] [--connector N] [--id-tag TAG]
 """
 
@@ -109,7 +109,13 @@ def _local(args: argparse.Namespace) -> int:
     if args.command != "status":
         req["connector"] = args.connector
     if args.command == "limit":
-        req["limit_a"] = None if args.amps.lower() == "none" else float(args.amps)
+        from agent.orderly.installer import LimitValueError, parse_limit
+
+        try:
+            req["limit_a"] = parse_limit(args.amps)
+        except LimitValueError as exc:
+            print(f"evse-agent limit: {exc}", file=sys.stderr)
+            return 2
     if args.command == "start":
         req["id_tag"] = args.id_tag
     reply = localapi.request(Path(sock), req)
@@ -132,6 +138,12 @@ def _render_status(st: dict[str, Any]) -> str:
             f"fb={c['contactorFeedback']}  I={meter.get('currentA')} A  "
             f"E={meter.get('energyImportWh')} Wh  faults={c['faults'] or 'none'}"
         )
+        lim = c.get("limit")
+        if lim:
+            amps = "-" if lim["limitA"] is None else f"{lim['limitA']:g} A"
+            lines.append(f"    limit {amps} from {lim['source']} ({lim['layer']} layer"
+                         f"{', ' + lim['ref'] if lim.get('ref') else ''})"
+                         f"{' since ' + lim['since'] if lim.get('since') else ''}")
     for name, bus in st.get("buses", {}).items():
         lines.append(f"  bus {name}: {bus}")
     bound = st.get("reactionBound") or {}
