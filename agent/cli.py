@@ -7,6 +7,7 @@
     evse-agent limit A|none [-c FILE] [--connector N]   the installer's limit (persisted)
     evse-agent start|stop|reset [-c FILE] [--connector N] [--id-tag TAG]
     evse-agent sessions [-c FILE] [--json] [--since ISO|DURATION] [--connector N]
+    evse-agent web [-c FILE]           the status page and /metrics (a separate process)
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="validate a config and print its reaction bound")
     chk.add_argument("file")
     chk.add_argument("--json", action="store_true", help="machine-readable output")
+    webp = sub.add_parser("web", help="serve the status page and metrics (separate process)")
+    webp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     for name, helptext in (
         ("status", "show the live state of a running agent"),
         ("limit", "set (or clear with 'none') the local current limit of a connector"),
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args.config)
+        if args.command == "web":
+            return _web(args.config)
         if args.command == "check-config":
             return _check_config(args.file, as_json=args.json)
         return _local(args)
@@ -114,6 +119,30 @@ def _run(path: str) -> int:
     from agent.shell.app import run_agent
 
     asyncio.run(run_agent(config, report))
+    return 0
+
+
+def _web(path: str) -> int:
+    """The page and metrics: reads the config, never opens a device or the agent's files."""
+    import contextlib
+    import signal
+
+    from agent.logsetup import configure_logging
+    from agent.web.server import serve
+
+    config = load_config(path)
+    configure_logging(config.logging.level)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(config)
+
+    asyncio.run(main())
     return 0
 
 

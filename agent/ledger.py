@@ -345,6 +345,12 @@ class Ledger:
                               " AND stop_reason IS NULL", (connector,))
         return _load(rows[0], "") if rows else None
 
+    def recent(self, limit: int) -> list[Session]:
+        """The latest sessions (open or closed), newest first: the status page's list."""
+        rows = self._db.query(f"SELECT {_COLUMNS} FROM sessions ORDER BY plug_in_at DESC"
+                              " LIMIT ?", (limit,))
+        return [_load(r, "") for r in rows]
+
     def prune(self, before: float) -> int:
         """Forget reported sessions that ended before ``before``."""
         with self._db.transaction("pruning sessions") as conn:

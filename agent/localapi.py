@@ -3,6 +3,7 @@
 Used by ``evse-agent status|limit|start|stop|reset`` and by the HIL scenario runner. Requests::
 
     {"cmd": "status"}
+    {"cmd": "status", "panel": true}                        # what agent.web shows (panel.py)
     {"cmd": "limit", "connector": 1, "limit_a": 16.0}      # local limit input; null clears it
     {"cmd": "start", "connector": 1, "id_tag": "card-42"}   # remote authorisation
     {"cmd": "stop", "connector": 1}

@@ -90,6 +90,7 @@ class OrderlyService:
         self._since = SinceTracker()
         self.events = EventLog(self.journal)
         self.started_at = time.time()
+        self.last_command: dict[str, Any] | None = None  # for the status page
         self.link = Link(
             link_settings(self.mqtt, config.device_id), outbox=self.journal,
             on_command=self._on_command, birth=self._birth, boot_id=self.boot_id,
@@ -193,6 +194,9 @@ class OrderlyService:
 
     async def _on_command(self, msg: CommandMessage) -> Reply | None:
         reply = await self.commands.handle(msg.payload, group=msg.group)
+        self.last_command = {"at": msg.received_at, "commandId": reply.command_id,
+                             "type": _command_type(msg.payload), "group": msg.group,
+                             "status": reply.status.value, "reason": reply.reason.value}
         self._state_changed()
         return Reply(json.loads(m.encode(reply)))
 
@@ -288,6 +292,15 @@ class OrderlyService:
             return Reading(round(meter.energy_import_wh), meter.power_w,
                            max(meter.current_a, default=0.0))
         return read
+
+
+def _command_type(payload: bytes) -> str | None:
+    """The ``type`` of a command payload (already parsed and checked by CommandService)."""
+    try:
+        kind = json.loads(payload).get("type")
+    except (ValueError, AttributeError):
+        return None
+    return kind[:32] if isinstance(kind, str) else None
 
 
 def _limit(value: float, unit: str) -> tuple[float, RateUnit]:

@@ -33,6 +33,7 @@ from agent.schedule import ScheduleReport, analyse, refusals
 from agent.secrets import check_private_key_permissions
 from agent.shell.connector import ConnectorController
 from agent.shell.notify import sd_notify, watchdog_interval_s
+from agent.shell.panel import PanelCache, panel_status
 from agent.shell.status import connector_status
 from agent.shell.wiring import Wiring, build_wiring
 
@@ -56,6 +57,15 @@ class AgentApp:
         self._controllers: dict[int, ConnectorController] = {}
         self.orderly: OrderlyService | None = None
         self.local: LocalService | None = None  # mqtt: null: installer limits, sessions
+        self._panel_cache = PanelCache()
+
+    @property
+    def controllers(self) -> dict[int, ConnectorController]:
+        return self._controllers
+
+    @property
+    def wiring(self) -> Wiring | None:
+        return self._wiring
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -235,6 +245,8 @@ class AgentApp:
             raise ValueError("request must be a JSON object with 'cmd'")
         cmd = req["cmd"]
         if cmd == "status":
+            if req.get("panel"):  # the status page and metrics (agent.web)
+                return {"ok": True, **panel_status(self, self._panel_cache)}
             return {"ok": True, **self.status()}
         if cmd == "sessions":
             return {"ok": True, "sessions": await self._sessions(req)}
