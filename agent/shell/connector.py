@@ -97,6 +97,7 @@ class ConnectorStats:
     last_cp_mv: int | None = None
     last_contactor_feedback: bool | None = None
     max_loop_lag_s: float = 0.0  # latest wake-up of the poll timer seen: what the loop suffers
+    contactor_closes: int = 0  # close commands since start (wear; the status page and metrics)
 
 
 class ConnectorController:
@@ -375,6 +376,7 @@ class ConnectorController:
         if isinstance(action, SetContactor):
             await self.relay.set_contactor(action.closed)
             self._open_pending = False
+            self.stats.contactor_closes += action.closed
             self._relay_due = 0.0  # read the mirror contact on the next cycle
         elif isinstance(action, SetDuty):
             await self.pilot.set_duty(action.duty)
