@@ -183,6 +183,10 @@ class OrderlyService:
     def status(self, cid: int) -> dict[str, Any]:
         return {"limit": self.limit(cid).status()}
 
+    async def sessions(self, since: float | None, connector: int | None) -> list[dict[str, Any]]:
+        found = await asyncio.to_thread(self.ledger.sessions, since=since, connector=connector)
+        return [s.listing() for s in found]
+
     def stop_origin(self, cid: int, origin: StopReason) -> None:
         self._stop_origin(cid, origin)
 
@@ -285,7 +289,8 @@ class OrderlyService:
             meter = ctl.stats.last_meter
             if meter is None:
                 return Reading(None, None)
-            return Reading(round(meter.energy_import_wh), meter.power_w)
+            return Reading(round(meter.energy_import_wh), meter.power_w,
+                           max(meter.current_a, default=0.0))
         return read
 
 

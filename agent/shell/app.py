@@ -226,6 +226,20 @@ class AgentApp:
         finally:
             writer.close()
 
+    async def _sessions(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        """Recorded sessions, local or reported (the ledger is the same file in both modes)."""
+        since = req.get("since")
+        connector = req.get("connector")
+        if since is not None and not isinstance(since, int | float):
+            raise ValueError("since must be epoch seconds")
+        if connector is not None and int(connector) not in self._controllers:
+            raise ValueError(f"no connector {connector}")
+        service = self.orderly or self.local
+        if service is None:
+            return []
+        return await service.sessions(None if since is None else float(since),
+                                      None if connector is None else int(connector))
+
     async def handle_local(self, req: Any) -> dict[str, Any]:
         if not isinstance(req, dict) or "cmd" not in req:
             raise ValueError("request must be a JSON object with 'cmd'")
@@ -234,6 +248,8 @@ class AgentApp:
             if req.get("panel"):  # the status page and metrics (agent.web)
                 return {"ok": True, **panel_status(self, self._panel_cache)}
             return {"ok": True, **self.status()}
+        if cmd == "sessions":
+            return {"ok": True, "sessions": await self._sessions(req)}
         ctl = self._controllers.get(int(req.get("connector", 1)))
         if ctl is None:
             raise ValueError(f"no connector {req.get('connector')}")

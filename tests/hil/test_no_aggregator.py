@@ -3,7 +3,9 @@
 - the EV charges at the configured ``local_limit_a``;
 - ``evse-agent limit`` changes the duty on the (virtual) wire, bad input exits 2 and changes
   nothing, the limit survives an agent restart and ``limit none`` restores the configured one;
-- ``evse-agent status --json`` says which limit is in force and where it came from.
+- ``evse-agent status --json`` says which limit is in force and where it came from;
+- the session (one plug-in, across the restart) is listed by ``evse-agent sessions --json`` with
+  its energy from the meter's register, its max current and the limits that applied.
 """
 
 from __future__ import annotations
@@ -92,5 +94,29 @@ async def test_local_limit_applies_persists_and_shows_in_status(tmp_path: Path) 
             await wait_offer(rig, CONFIGURED_A)
             lim = (await status(cfg))["connectors"][0]["limit"]
             assert (lim["limitA"], lim["source"]) == (CONFIGURED_A, "config")
+
+            # the session (one plug-in across the restart) is in the local record
+            await wait_until(lambda: rig.connector(1).energy_wh > 5.0, WAIT_S, "5 Wh charged")
+            rig.ev_action("unplug")
+            register_wh = rig.connector(1).energy_wh  # no more energy flows after the unplug
+            sessions: list[dict[str, Any]] = []
+            for _ in range(100):
+                code, out, err = await cli(cfg, "sessions", "--json")
+                assert code == 0, err
+                sessions = json.loads(out)
+                if sessions and sessions[-1]["end"] is not None:
+                    break
+                await asyncio.sleep(0.1)
+            [s] = sessions
+            assert s["end"] is not None and s["connector"] == 1
+            assert s["energyWh"] == s["meterStopWh"] - s["meterStartWh"] > 0
+            assert abs(s["meterStopWh"] - register_wh) <= 2  # read from the meter's register
+            assert 9.0 <= s["maxCurrentA"] <= CONFIGURED_A + 0.5
+            assert s["stopReason"] and s["reportedUpstream"] is False
+            limits = [(c["installer"], c["limit"]["value"]) for c in s["curtailments"]]
+            assert limits == [("local_limit_a", CONFIGURED_A), ("evse-agent limit", 10.0),
+                              ("local_limit_a", CONFIGURED_A)]
+            code, out, _ = await cli(cfg, "sessions", "--since", "1h", "--connector", "1")
+            assert code == 0 and "kWh" in out and len(out.splitlines()) == 2  # header, one row
         finally:
             await asyncio.to_thread(agent.stop)
