@@ -30,7 +30,7 @@ from agent.errors import AgentError, ConfigError, DriverError
 from agent.pilot import Authorize, LimitChanged, ResetRequested, StopRequested
 from agent.schedule import ScheduleReport, analyse, refusals
 from agent.secrets import check_private_key_permissions
-from agent.shell.connector import ConnectorController
+from agent.shell.handle import ConnectorHandle
 from agent.shell.notify import sd_notify, watchdog_interval_s
 from agent.shell.status import connector_status
 from agent.shell.wiring import Wiring, build_wiring
@@ -51,7 +51,7 @@ class AgentApp:
         self.started_at = time.time()
         self.ready = False
         self._wiring: Wiring | None = None
-        self._controllers: dict[int, ConnectorController] = {}
+        self._controllers: dict[int, ConnectorHandle] = {}
         self.orderly: OrderlyService | None = None
 
     # --- life cycle ------------------------------------------------------------------------
