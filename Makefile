@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= build/demo
 
-.PHONY: demo test lint venv mosquitto clean bench fuzz faults
+.PHONY: demo demo-retrofit test lint venv mosquitto clean bench fuzz faults
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ mosquitto:
 
 demo: venv mosquitto
 	$(VENV)/bin/evse-hil run hil/scenarios/demo.yaml --out $(OUT)
+
+# The retrofit kit on the bench: a Heidelberg wallbox over RS-485 that the aggregator curtails.
+demo-retrofit: venv mosquitto
+	$(VENV)/bin/evse-hil run hil/scenarios/retrofit-heidelberg.yaml --out build/demo-retrofit
 
 lint: venv
 	$(PY) -m ruff check agent drivers hil tests
