@@ -3,15 +3,18 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= build/demo
+LOCKS  := requirements/build.txt requirements/runtime.txt requirements/dev.txt
 
-.PHONY: demo demo-retrofit test lint venv mosquitto clean bench fuzz faults
+.PHONY: demo demo-retrofit test lint venv mosquitto browser clean bench fuzz faults
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The venv installs exactly the pinned, hash-checked versions of requirements/ (make lock).
+$(STAMP): pyproject.toml $(LOCKS)
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,hil]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements/build.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # A private broker is started by the tests and the demo; the binary comes from Debian.
@@ -21,6 +24,14 @@ mosquitto:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients) \
 	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients); }
 
+# The status page's browser test drives Debian's chromium (Playwright via executable_path);
+# Chinese text needs a CJK font. Installed from Debian where absent, like mosquitto.
+browser:
+	@{ test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi 'Noto Sans CJK'; } || { \
+	  echo "chromium or fonts-noto-cjk not found: installing them from Debian (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk) \
+	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk); }
+
 demo: venv mosquitto
 	$(VENV)/bin/evse-hil run hil/scenarios/demo.yaml --out $(OUT)
 
@@ -29,10 +40,10 @@ demo-retrofit: venv mosquitto
 	$(VENV)/bin/evse-hil run hil/scenarios/retrofit-heidelberg.yaml --out build/demo-retrofit
 
 lint: venv
-	$(PY) -m ruff check agent drivers hil tests
-	$(PY) -m mypy agent drivers
+	$(PY) -m ruff check agent drivers hil tests deploy
+	$(PY) -m mypy agent drivers deploy/wheelhouse.py
 
-test: venv mosquitto lint
+test: venv mosquitto browser lint
 	$(PY) -m pytest -q
 
 bench: venv mosquitto
@@ -49,3 +60,35 @@ faults: venv mosquitto
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .hypothesis
+
+# ---- Pinned dependencies and the offline wheelhouse (README "Installing: online, offline, and
+# the pinned versions"). pyproject.toml says what we depend on; requirements/*.txt are generated
+# from it by uv, with hashes, for every platform and CPython 3.11 (Raspberry Pi OS bookworm).
+#   make lock                    re-resolve after a pyproject change, keeping every other pin
+#   make lock UPGRADE=aiomqtt    also move these packages (space separated) to their newest
+#   make lock UPGRADE=all        move everything to the newest versions pyproject allows
+.PHONY: lock wheelhouse wheelhouses
+UPGRADE ?=
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --generate-hashes \
+	--python-version 3.11 --custom-compile-command 'make lock' \
+	$(if $(filter all,$(UPGRADE)),--upgrade,$(foreach p,$(UPGRADE),--upgrade-package $(p)))
+
+lock: $(STAMP)
+	$(UV_COMPILE) requirements/build.in -o requirements/build.txt
+	$(UV_COMPILE) pyproject.toml -o requirements/runtime.txt
+	$(UV_COMPILE) pyproject.toml --extra dev --extra hil -c requirements/runtime.txt \
+	  -o requirements/dev.txt
+
+# An offline install for a charger (Raspberry Pi OS bookworm, CPython 3.11): the pinned wheels for
+# PLATFORM (aarch64 or armv7), the agent's wheel, SHA256SUMS and manifest.json (what has no wheel
+# and what the device needs to build it). Copy the checkout with it to the charger, then
+#   sudo deploy/install.sh --offline build/wheelhouse/armv7
+PLATFORM   ?= aarch64
+WHEELHOUSE ?= build/wheelhouse
+
+wheelhouse: $(STAMP)
+	$(PY) deploy/wheelhouse.py --platform $(PLATFORM) --out $(WHEELHOUSE)/$(PLATFORM)
+
+wheelhouses:
+	$(MAKE) wheelhouse PLATFORM=aarch64
+	$(MAKE) wheelhouse PLATFORM=armv7

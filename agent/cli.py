@@ -4,8 +4,10 @@
                                        what check-config refuses
     evse-agent check-config FILE       validate; print each bus's schedule and reaction bound
     evse-agent status [-c FILE]        live state of a running agent
-    evse-agent limit A|none [-c FILE] [--connector N]   local limit input
+    evse-agent limit A|none [-c FILE] [--connector N]   the installer's limit (persisted)
     evse-agent start|stop|reset [-c FILE] [--connector N] [--id-tag TAG]
+    evse-agent sessions [-c FILE] [--json] [--since ISO|DURATION] [--connector N]
+    evse-agent web [-c FILE]           the status page and /metrics (a separate process)
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="validate a config and print its reaction bound")
     chk.add_argument("file")
     chk.add_argument("--json", action="store_true", help="machine-readable output")
+    webp = sub.add_parser("web", help="serve the status page and metrics (separate process)")
+    webp.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     for name, helptext in (
         ("status", "show the live state of a running agent"),
         ("limit", "set (or clear with 'none') the local current limit of a connector"),
@@ -49,7 +53,32 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--id-tag", default=None)
         if name == "status":
             sp.add_argument("--json", action="store_true")
+    ses = sub.add_parser("sessions", help="list the recorded charging sessions")
+    ses.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    ses.add_argument("--json", action="store_true", help="machine-readable output")
+    ses.add_argument("--since", default=None,
+                     help="ISO date/time (no zone: local time) or a duration back from now "
+                          "(90s, 30m, 12h, 7d, 2w); default: all")
+    ses.add_argument("--connector", type=int, default=None)
     return p
+
+
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: float) -> float:
+    """``--since``: an ISO 8601 date/time, or a duration back from ``now`` such as ``7d``."""
+    from datetime import datetime
+
+    value = text.strip()
+    unit = value[-1:].lower()
+    if unit in _UNITS_S and value[:-1].replace(".", "", 1).isdigit():
+        return now - float(value[:-1]) * _UNITS_S[unit]
+    try:
+        return datetime.fromisoformat(value).astimezone().timestamp()
+    except ValueError:
+        raise ValueError(f"--since takes an ISO date/time (2026-12-01 or 2026-12-01T08:00Z) or "
+                         f"a duration (90s, 30m, 12h, 7d, 2w), got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args.config)
+        if args.command == "web":
+            return _web(args.config)
         if args.command == "check-config":
             return _check_config(args.file, as_json=args.json)
         return _local(args)
@@ -91,6 +122,30 @@ def _run(path: str) -> int:
     return 0
 
 
+def _web(path: str) -> int:
+    """The page and metrics: reads the config, never opens a device or the agent's files."""
+    import contextlib
+    import signal
+
+    from agent.logsetup import configure_logging
+    from agent.web.server import serve
+
+    config = load_config(path)
+    configure_logging(config.logging.level)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(config)
+
+    asyncio.run(main())
+    return 0
+
+
 def _check_config(path: str, *, as_json: bool) -> int:
     from agent.schedule import checked_config, render
 
@@ -103,13 +158,21 @@ def _check_config(path: str, *, as_json: bool) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
+    if args.command == "sessions":
+        return _sessions(args)
     config: AgentConfig = load_config(args.config)
     sock = localapi.socket_path(config.state_dir)
     req: dict[str, Any] = {"cmd": args.command}
     if args.command != "status":
         req["connector"] = args.connector
     if args.command == "limit":
-        req["limit_a"] = None if args.amps.lower() == "none" else float(args.amps)
+        from agent.orderly.installer import LimitValueError, parse_limit
+
+        try:
+            req["limit_a"] = parse_limit(args.amps)
+        except LimitValueError as exc:
+            print(f"evse-agent limit: {exc}", file=sys.stderr)
+            return 2
     if args.command == "start":
         req["id_tag"] = args.id_tag
     reply = localapi.request(Path(sock), req)
@@ -118,6 +181,42 @@ def _local(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(reply, indent=2))
     return 0 if reply.get("ok") else 1
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    import time
+
+    try:
+        since = None if args.since is None else parse_since(args.since, time.time())
+    except ValueError as exc:
+        print(f"evse-agent sessions: {exc}", file=sys.stderr)
+        return 2
+    config: AgentConfig = load_config(args.config)
+    req: dict[str, Any] = {"cmd": "sessions", "since": since, "connector": args.connector}
+    reply = localapi.request(localapi.socket_path(config.state_dir), req, timeout_s=30.0)
+    if not reply.get("ok"):
+        print(json.dumps(reply, indent=2))
+        return 1
+    if args.json:
+        print(json.dumps(reply["sessions"], indent=2))
+    else:
+        print(render_sessions(reply["sessions"]))
+    return 0
+
+
+def render_sessions(sessions: list[dict[str, Any]]) -> str:
+    if not sessions:
+        return "no sessions recorded"
+    rows = [("CONN", "START", "END", "ENERGY kWh", "MAX A", "STOP REASON", "CURTAILMENTS")]
+    for s in sessions:
+        merged = s.get("curtailmentsMerged")
+        curt = str(len(s["curtailments"])) + (f" (+{merged['count']} merged)" if merged else "")
+        rows.append((str(s["connector"]), s["start"], s["end"] or "(plugged in)",
+                     f"{s['energyWh'] / 1000:.3f}", f"{s['maxCurrentA']:g}",
+                     s["stopReason"] or "-", curt))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
 
 
 def _render_status(st: dict[str, Any]) -> str:
@@ -132,6 +231,12 @@ def _render_status(st: dict[str, Any]) -> str:
             f"fb={c['contactorFeedback']}  I={meter.get('currentA')} A  "
             f"E={meter.get('energyImportWh')} Wh  faults={c['faults'] or 'none'}"
         )
+        lim = c.get("limit")
+        if lim:
+            amps = "-" if lim["limitA"] is None else f"{lim['limitA']:g} A"
+            lines.append(f"    limit {amps} from {lim['source']} ({lim['layer']} layer"
+                         f"{', ' + lim['ref'] if lim.get('ref') else ''})"
+                         f"{' since ' + lim['since'] if lim.get('since') else ''}")
     for name, bus in st.get("buses", {}).items():
         lines.append(f"  bus {name}: {bus}")
     bound = st.get("reactionBound") or {}

@@ -239,6 +239,24 @@ class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class WebConfig(_Strict):
+    """The status page and metrics (``evse-agent web``, a separate process and unit)."""
+
+    listen: str = "127.0.0.1"  # another address only behind a TLS reverse proxy (README)
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    token_file: Path | None = None  # None: the page is read-only, every action refused
+    public_origin: str | None = None  # e.g. https://charger-17.example.net behind a proxy
+    poll_ms: Annotated[int, Field(ge=200, le=10000)] = 1000
+
+    @field_validator("public_origin")
+    @classmethod
+    def _origin(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith(("http://", "https://"))
+                                  or value.rstrip("/").count("/") != 2):
+            raise ValueError("an origin is scheme://host[:port], no path")
+        return value.rstrip("/") if value is not None else None
+
+
 class AgentConfig(_Strict):
     device_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     profile: Literal["gbt18487-2015", "iec61851"] = "gbt18487-2015"
@@ -249,6 +267,7 @@ class AgentConfig(_Strict):
     safety: SafetyConfig = SafetyConfig()
     logging: LoggingConfig = LoggingConfig()
     mqtt: MqttConfig | None = None
+    web: WebConfig = WebConfig()
 
     @field_validator("connectors")
     @classmethod

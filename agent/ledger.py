@@ -19,6 +19,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from agent.ledger_bound import MergedCurtailments, MergedDelays, bound_curtailments, bound_delays
 from agent.store import Database, Quarantine, rfc3339
 
 POWER_LOSS = "PowerLoss"
@@ -31,14 +32,24 @@ CREATE TABLE IF NOT EXISTS sessions(
     max_power_w INTEGER NOT NULL DEFAULT 0, curtailments TEXT NOT NULL DEFAULT '[]',
     random_delays TEXT NOT NULL DEFAULT '[]', idle_occupancy_s REAL,
     last_seen_at REAL NOT NULL, last_meter_wh INTEGER NOT NULL,
-    plug_out_at REAL, meter_stop_wh INTEGER, stop_reason TEXT, reported_seq INTEGER);
+    plug_out_at REAL, meter_stop_wh INTEGER, stop_reason TEXT, reported_seq INTEGER,
+    max_current_a REAL NOT NULL DEFAULT 0, local_only INTEGER NOT NULL DEFAULT 0,
+    curtailments_merged TEXT, random_delays_merged TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS one_open_per_connector ON sessions(connector)
     WHERE stop_reason IS NULL;
 """
 _COLUMNS = (
     "session_id, connector, plug_in_at, meter_start_wh, id_tag, offline, charge_start_at,"
     " charge_end_at, charging, max_power_w, curtailments, random_delays, idle_occupancy_s,"
-    " last_seen_at, last_meter_wh, plug_out_at, meter_stop_wh, stop_reason, reported_seq"
+    " last_seen_at, last_meter_wh, plug_out_at, meter_stop_wh, stop_reason, reported_seq,"
+    " max_current_a, local_only, curtailments_merged, random_delays_merged"
+)
+# Columns added after the first release: a ledger written by an older agent gains them at open.
+_ADDED_COLUMNS = (
+    ("max_current_a", "REAL NOT NULL DEFAULT 0"),
+    ("local_only", "INTEGER NOT NULL DEFAULT 0"),
+    ("curtailments_merged", "TEXT"),
+    ("random_delays_merged", "TEXT"),
 )
 
 
@@ -46,7 +57,7 @@ _COLUMNS = (
 class Curtailment:
     """A limit that applied to the session; ``to_at`` is None while it still applies."""
 
-    source: Literal["commandId", "profileId"]
+    source: Literal["commandId", "profileId", "installer"]  # installer: local sessions only
     source_id: str
     from_at: float
     limit: Mapping[str, Any]
@@ -84,6 +95,10 @@ class Session:
     meter_stop_wh: int | None = None
     stop_reason: str | None = None
     reported_seq: int | None = None
+    max_current_a: float = 0.0
+    local_only: bool = False  # closed without an aggregator: listed locally, never reported
+    curtailments_merged: MergedCurtailments | None = None
+    random_delays_merged: MergedDelays | None = None
 
     @property
     def closed(self) -> bool:
@@ -107,14 +122,35 @@ class Session:
             "energyWh": stop - self.meter_start_wh,
             "maxPowerW": self.max_power_w,
             "stopReason": self.stop_reason,
-            "curtailments": [c.record() for c in self.curtailments],
+            "curtailments": [c.record() for c in self.curtailments if c.source != "installer"],
             "randomDelays": [{"at": rfc3339(d.at), "s": d.s} for d in self.random_delays],
             "idleOccupancyS": round(idle, 3),
         }
         if self.id_tag is not None:
             out["idTag"] = self.id_tag
         out["offline"] = self.offline
+        if self.curtailments_merged is not None:
+            out["curtailmentsMerged"] = self.curtailments_merged.record()
+        if self.random_delays_merged is not None:
+            out["randomDelaysMerged"] = self.random_delays_merged.record()
         return out
+
+    def listing(self) -> dict[str, Any]:
+        """The local view (``evse-agent sessions``): open sessions too, installer limits too."""
+        stop = self.meter_stop_wh if self.meter_stop_wh is not None else self.last_meter_wh
+        return {
+            "sessionId": self.session_id, "connector": self.connector,
+            "start": rfc3339(self.plug_in_at), "end": _ts(self.plug_out_at),
+            "chargeStartAt": _ts(self.charge_start_at), "chargeEndAt": _ts(self.charge_end_at),
+            "meterStartWh": self.meter_start_wh, "meterStopWh": stop,
+            "energyWh": stop - self.meter_start_wh,
+            "maxCurrentA": round(self.max_current_a, 2), "maxPowerW": self.max_power_w,
+            "stopReason": self.stop_reason, "idTag": self.id_tag,
+            "curtailments": [c.record() for c in self.curtailments],
+            "curtailmentsMerged": None if self.curtailments_merged is None
+            else self.curtailments_merged.record(),
+            "reportedUpstream": self.reported_seq is not None and not self.local_only,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +169,11 @@ class Ledger:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._db = Database(path, schema=_SCHEMA)
         self.quarantine: Quarantine | None = self._db.quarantine
+        with self._db.transaction("adding ledger columns") as conn:
+            have = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+            for name, decl in _ADDED_COLUMNS:
+                if name not in have:
+                    conn.execute(f"ALTER TABLE sessions ADD COLUMN {name} {decl}")
 
     def open_session(
         self,
@@ -162,6 +203,7 @@ class Ledger:
         at: float | None = None,
         meter_wh: int | None = None,
         power_w: float | None = None,
+        current_a: float | None = None,
         charge_start_at: float | None = None,
         charge_end_at: float | None = None,
         curtailment: Curtailment | None = None,
@@ -187,6 +229,8 @@ class Ledger:
                 s = replace(s, last_meter_wh=meter_wh)
             if power_w is not None:
                 s = replace(s, max_power_w=max(s.max_power_w, round(power_w)))
+            if current_a is not None:
+                s = replace(s, max_current_a=max(s.max_current_a, current_a))
             if charge_start_at is not None:
                 s = replace(s, charge_start_at=(charge_start_at if s.charge_start_at is None
                                                  else s.charge_start_at),
@@ -196,9 +240,13 @@ class Ledger:
             if curtailment is not None:
                 kept = tuple(c for c in s.curtailments if (c.source, c.source_id, c.from_at)
                              != (curtailment.source, curtailment.source_id, curtailment.from_at))
-                s = replace(s, curtailments=(*kept, curtailment))
+                entries, merged = bound_curtailments((*kept, curtailment),
+                                                     s.curtailments_merged)
+                s = replace(s, curtailments=entries, curtailments_merged=merged)
             if random_delay is not None:
-                s = replace(s, random_delays=(*s.random_delays, random_delay))
+                delays, folded = bound_delays((*s.random_delays, random_delay),
+                                              s.random_delays_merged, lambda d: d.s)
+                s = replace(s, random_delays=delays, random_delays_merged=folded)
             if idle_occupancy_s is not None:
                 s = replace(s, idle_occupancy_s=idle_occupancy_s)
             if id_tag is not None:
@@ -254,6 +302,26 @@ class Ledger:
                 _store(conn, s)
         return out
 
+    def mark_local(self, session_id: str) -> None:
+        """Closed without an aggregator: kept for ``evse-agent sessions``, never reported."""
+        with self._db.transaction("marking session local", session_id=session_id) as conn:
+            conn.execute("UPDATE sessions SET local_only = 1 WHERE session_id = ?",
+                         (session_id,))
+
+    def sessions(self, *, since: float | None = None,
+                 connector: int | None = None) -> list[Session]:
+        """Sessions still open or ended at or after ``since``, oldest first."""
+        where, args = ["1"], []
+        if since is not None:
+            where.append("(plug_out_at IS NULL OR plug_out_at >= ?)")
+            args.append(since)
+        if connector is not None:
+            where.append("connector = ?")
+            args.append(connector)
+        rows = self._db.query(f"SELECT {_COLUMNS} FROM sessions WHERE {' AND '.join(where)}"
+                              " ORDER BY plug_in_at", tuple(args))
+        return [_load(r, "") for r in rows]
+
     def mark_reported(self, session_id: str, seq: int) -> None:
         """The sessionEnded record was journaled as ``seq``."""
         with self._db.transaction("marking session reported", session_id=session_id) as conn:
@@ -263,7 +331,8 @@ class Ledger:
     def unreported(self) -> list[Session]:
         """Closed sessions whose record has not been journaled yet (journal them again)."""
         rows = self._db.query(f"SELECT {_COLUMNS} FROM sessions WHERE stop_reason IS NOT NULL"
-                              " AND reported_seq IS NULL ORDER BY plug_in_at")
+                              " AND reported_seq IS NULL AND local_only = 0"
+                              " ORDER BY plug_in_at")
         return [_load(r, "") for r in rows]
 
     def get(self, session_id: str) -> Session:
@@ -275,6 +344,12 @@ class Ledger:
         rows = self._db.query(f"SELECT {_COLUMNS} FROM sessions WHERE connector = ?"
                               " AND stop_reason IS NULL", (connector,))
         return _load(rows[0], "") if rows else None
+
+    def recent(self, limit: int) -> list[Session]:
+        """The latest sessions (open or closed), newest first: the status page's list."""
+        rows = self._db.query(f"SELECT {_COLUMNS} FROM sessions ORDER BY plug_in_at DESC"
+                              " LIMIT ?", (limit,))
+        return [_load(r, "") for r in rows]
 
     def prune(self, before: float) -> int:
         """Forget reported sessions that ended before ``before``."""
@@ -311,7 +386,11 @@ def _row(s: Session) -> tuple[Any, ...]:
     return (s.session_id, s.connector, s.plug_in_at, s.meter_start_wh, s.id_tag, int(s.offline),
             s.charge_start_at, s.charge_end_at, int(s.charging), s.max_power_w,
             json.dumps(curtailments), json.dumps(delays), s.idle_occupancy_s, s.last_seen_at,
-            s.last_meter_wh, s.plug_out_at, s.meter_stop_wh, s.stop_reason, s.reported_seq)
+            s.last_meter_wh, s.plug_out_at, s.meter_stop_wh, s.stop_reason, s.reported_seq,
+            s.max_current_a, int(s.local_only),
+            None if s.curtailments_merged is None else json.dumps(s.curtailments_merged.to_json()),
+            None if s.random_delays_merged is None
+            else json.dumps(s.random_delays_merged.to_json()))
 
 
 def _store(conn: sqlite3.Connection, s: Session) -> None:
@@ -322,7 +401,8 @@ def _load(row: tuple[Any, ...] | None, session_id: str) -> Session:
     if row is None:
         raise KeyError(f"no session {session_id!r}")
     (sid, connector, plug_in, m_start, id_tag, offline, c_start, c_end, charging, max_p,
-     curt, delays, idle, seen, m_last, plug_out, m_stop, reason, reported) = row
+     curt, delays, idle, seen, m_last, plug_out, m_stop, reason, reported, max_a, local,
+     curt_merged, delays_merged) = row
     return Session(
         session_id=sid, connector=connector, plug_in_at=plug_in, meter_start_wh=m_start,
         id_tag=id_tag, offline=bool(offline), charge_start_at=c_start, charge_end_at=c_end,
@@ -332,4 +412,9 @@ def _load(row: tuple[Any, ...] | None, session_id: str) -> Session:
         random_delays=tuple(RandomDelay(a, d) for a, d in json.loads(delays)),
         idle_occupancy_s=idle, last_seen_at=seen, last_meter_wh=m_last, plug_out_at=plug_out,
         meter_stop_wh=m_stop, stop_reason=reason, reported_seq=reported,
+        max_current_a=max_a, local_only=bool(local),
+        curtailments_merged=MergedCurtailments.from_json(
+            json.loads(curt_merged) if curt_merged else None),
+        random_delays_merged=MergedDelays.from_json(
+            json.loads(delays_merged) if delays_merged else None),
     )

@@ -3,10 +3,12 @@
 Used by ``evse-agent status|limit|start|stop|reset`` and by the HIL scenario runner. Requests::
 
     {"cmd": "status"}
+    {"cmd": "status", "panel": true}                        # what agent.web shows (panel.py)
     {"cmd": "limit", "connector": 1, "limit_a": 16.0}      # local limit input; null clears it
     {"cmd": "start", "connector": 1, "id_tag": "card-42"}   # remote authorisation
     {"cmd": "stop", "connector": 1}
     {"cmd": "reset", "connector": 1}                        # explicit fault reset
+    {"cmd": "sessions", "since": 1790000000.0, "connector": 1}  # recorded sessions (both optional)
 
 Replies are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket is created
 with mode 0600 (owner only): it changes what the charger does.
@@ -25,7 +27,7 @@ from typing import Any
 from agent.errors import AgentError
 
 SOCKET_NAME = "control.sock"
-MAX_LINE = 64 * 1024
+MAX_LINE = 16 * 1024 * 1024  # a session listing can be long
 
 
 SUN_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux, with the NUL

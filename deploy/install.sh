@@ -7,6 +7,7 @@
 #   deploy/install.sh --dry-run            # print what it would do, change nothing
 #   deploy/install.sh --destdir /tmp/root  # stage under a root (packaging); skips useradd,
 #                                          # chown, udevadm and systemctl
+#   sudo deploy/install.sh --offline DIR   # no network: from a wheelhouse (make wheelhouse)
 #
 # What it installs (docs/deploy.md, "What each file is"):
 #   user evse (system, no login, group evse, supplementary group dialout)
@@ -15,6 +16,7 @@
 #   /etc/evse-agent/evse-agent.yaml  0640 root:evse  from config/evse-agent.example.yaml if absent
 #   /etc/evse-agent/tls/        0750 root:evse  ca.crt, client.crt, client.key (you copy them)
 #   /etc/systemd/system/evse-agent.service
+#   /etc/systemd/system/evse-agent-web.service  the status page; installed disabled
 #   /etc/udev/rules.d/99-evse-serial.rules      if absent (edit the serial numbers in it)
 #   /usr/share/doc/evse-edge-agent/             README.md and docs/ (the unit's Documentation=)
 set -euo pipefail
@@ -27,9 +29,10 @@ PREFIX=/opt/evse-agent
 CONF_DIR=/etc/evse-agent
 DOC_DIR=/usr/share/doc/evse-edge-agent
 PYTHON="${PYTHON:-python3}"
+OFFLINE=""
 
 usage() {
-    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 while [ $# -gt 0 ]; do
@@ -38,6 +41,8 @@ while [ $# -gt 0 ]; do
         --destdir) DESTDIR="${2:?--destdir needs a directory}"; shift ;;
         --destdir=*) DESTDIR="${1#*=}" ;;
         --source) SRC="${2:?--source needs a directory}"; shift ;;
+        --offline) OFFLINE="${2:?--offline needs a wheelhouse directory}"; shift ;;
+        --offline=*) OFFLINE="${1#*=}" ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -74,6 +79,71 @@ owned() {
     fi
 }
 
+# The agent and exactly the pinned versions of its dependencies (requirements/*.txt, written by
+# `make lock`, every file checked against its sha256). Online: from the package index. Offline:
+# only from the wheelhouse (--no-index; --isolated ignores pip.conf, e.g. Raspberry Pi OS's
+# extra index). Packages without a wheel for the device build from their hash-checked sdist with
+# the pinned setuptools (--no-build-isolation: nothing unpinned is fetched).
+install_pinned() {
+    local pip=("$DESTDIR$PREFIX/venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+    if [ -n "$OFFLINE" ]; then
+        pip+=(--isolated --no-index --find-links "$OFFLINE")
+        run "${pip[@]}" --require-hashes -r "$OFFLINE/build.txt"
+        run "${pip[@]}" --require-hashes --no-build-isolation -r "$OFFLINE/runtime.txt"
+        run "${pip[@]}" --no-deps "$OFFLINE/$(manifest_value wheel)"
+        return
+    fi
+    run "${pip[@]}" --require-hashes -r "$SRC/requirements/build.txt"
+    run "${pip[@]}" --require-hashes --no-build-isolation -r "$SRC/requirements/runtime.txt"
+    run "${pip[@]}" --no-deps --no-build-isolation "$SRC"
+}
+
+manifest_value() {
+    "$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+        "$OFFLINE/manifest.json" "$1"
+}
+
+# Refuse a wheelhouse that is altered, incomplete, for another platform or Python, or that needs
+# build tools this device lacks - before anything is installed.
+check_wheelhouse() {
+    OFFLINE="$(cd "$OFFLINE" 2>/dev/null && pwd)" || { echo "install.sh: no wheelhouse $OFFLINE" >&2; exit 1; }
+    say "checking wheelhouse $OFFLINE"
+    if [ ! -f "$OFFLINE/SHA256SUMS" ] || [ ! -f "$OFFLINE/manifest.json" ]; then
+        echo "install.sh: $OFFLINE is not a wheelhouse (make wheelhouse)" >&2; exit 1
+    fi
+    if ! (cd "$OFFLINE" && sha256sum --check --strict --quiet SHA256SUMS); then
+        echo "install.sh: $OFFLINE does not match its SHA256SUMS: refusing it" >&2; exit 1
+    fi
+    local extra
+    extra="$(cd "$OFFLINE" && ls -A | grep -vxF -f <(awk '{print $2}' SHA256SUMS; echo SHA256SUMS) || true)"
+    if [ -n "$extra" ]; then
+        echo "install.sh: files not in SHA256SUMS: $extra" >&2; exit 1
+    fi
+    local want have python
+    want="$(manifest_value platform)"
+    # The userland decides: a 32-bit Raspberry Pi OS on a 64-bit kernel reports aarch64 but runs
+    # armv7 (armhf) binaries.
+    have="$("$PYTHON" -c 'import platform, struct
+m = platform.machine()
+m = "armv7l" if m in ("aarch64", "armv8l") and struct.calcsize("P") == 4 else m
+print({"armv7l": "armv7"}.get(m, m))')"
+    python="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    if [ "$want" != "$have" ] || [ "$(manifest_value python)" != "$python" ]; then
+        echo "install.sh: wheelhouse is for $want, CPython $(manifest_value python);" \
+            "this device is $have, CPython $python (make wheelhouse PLATFORM=...)" >&2; exit 1
+    fi
+    local missing=() pkg
+    for pkg in $("$PYTHON" -c 'import json, sys
+print(" ".join(json.load(open(sys.argv[1]))["device_needs_debian"]))' "$OFFLINE/manifest.json"); do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "install.sh: this platform has no wheel for some dependencies (manifest.json," \
+            "build_from_source); the device must build them and needs: ${missing[*]}" \
+            "(apt-get install, from the image or a local mirror)" >&2; exit 1
+    fi
+}
+
 if [ "$DRY_RUN" = 0 ] && [ -z "$DESTDIR" ] && [ "$(id -u)" != 0 ]; then
     echo "install.sh: run as root (sudo), or use --dry-run / --destdir" >&2
     exit 1
@@ -85,6 +155,7 @@ fi
 [ -f /etc/debian_version ] || say "warning: not a Debian system; continuing anyway"
 [ "$DRY_RUN" = 1 ] && say "dry run: nothing is changed"
 [ -n "$DESTDIR" ] && say "staging under DESTDIR=$DESTDIR"
+[ -n "$OFFLINE" ] && check_wheelhouse
 
 # 1. Python >= 3.11 with venv (Raspberry Pi OS bookworm: python3-venv is a separate package).
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -112,7 +183,7 @@ run install -d -m 0755 "$DESTDIR$PREFIX"
 if [ ! -x "$DESTDIR$PREFIX/venv/bin/python" ]; then
     run "$PYTHON" -m venv "$DESTDIR$PREFIX/venv"
 fi
-run "$DESTDIR$PREFIX/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$SRC"
+install_pinned
 
 # 4. Configuration: kept when present (it holds the device's settings), else the example.
 say "configuration $CONF_DIR (0750 root:$USER_NAME)"
@@ -146,6 +217,9 @@ say "systemd unit and udev rule"
 run install -d -m 0755 "$DESTDIR/etc/systemd/system" "$DESTDIR/etc/udev/rules.d"
 run install -m 0644 "$SRC/systemd/evse-agent.service" \
     "$DESTDIR/etc/systemd/system/evse-agent.service"
+# The status page and metrics: installed, never enabled here (README "The status page").
+run install -m 0644 "$SRC/systemd/evse-agent-web.service" \
+    "$DESTDIR/etc/systemd/system/evse-agent-web.service"
 if [ -e "$DESTDIR/etc/udev/rules.d/99-evse-serial.rules" ]; then
     say "kept existing /etc/udev/rules.d/99-evse-serial.rules"
 else
@@ -174,4 +248,5 @@ cat <<EOF
     3. copy ca.crt, client.crt, client.key to $CONF_DIR/tls/ (client.key 0640 root:$USER_NAME)
     4. $PREFIX/venv/bin/evse-agent check-config $CONF_DIR/evse-agent.yaml
     5. systemctl enable --now evse-agent; journalctl -u evse-agent -f
+    6. optional, the status page (off by default): README "The status page"
 EOF

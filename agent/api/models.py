@@ -464,6 +464,27 @@ class RandomDelay(BaseModel):
     s: Annotated[int, Field(ge=0, le=86400)]
 
 
+class CurtailmentsMerged(BaseModel):
+    """The session's earlier curtailments, merged: a session record keeps its latest 32
+    curtailments; the ones before fold into these exact totals (``totalS`` sums each merged
+    entry's own duration)."""
+
+    model_config = _OUT
+    count: Annotated[int, Field(ge=1)]
+    first_from: Timestamp
+    last_to: Timestamp
+    total_s: Annotated[float, Field(ge=0)]
+    min_limit_a: Annotated[float, Field(ge=0, le=MAX_LIMIT)] | None = None
+
+
+class RandomDelaysMerged(BaseModel):
+    """The session's earlier random delays (beyond the latest 32), merged."""
+
+    model_config = _OUT
+    count: Annotated[int, Field(ge=1)]
+    total_s: Annotated[int, Field(ge=0)]
+
+
 class SessionEndedBody(BaseModel):
     """The session record; energy comes from the meter's register, never from telemetry."""
 
@@ -483,6 +504,8 @@ class SessionEndedBody(BaseModel):
     idle_occupancy_s: Seconds
     id_tag: IdTag | None = None
     offline: bool
+    curtailments_merged: CurtailmentsMerged | None = None
+    random_delays_merged: RandomDelaysMerged | None = None
 
     @model_validator(mode="after")
     def _energy_from_register(self) -> Self:

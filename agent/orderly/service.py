@@ -27,8 +27,15 @@ from agent.limits import FailsafeConfig, RateUnit
 from agent.link import Link, LinkSettings, Reply
 from agent.link.ports import CommandMessage
 from agent.orderly.commands import CommandService, RuntimeHooks
-from agent.orderly.control import ConnectorInputs, OrderlyControl
+from agent.orderly.control import ConnectorInputs, OrderlyControl, api_source
 from agent.orderly.events import EventLog
+from agent.orderly.installer import (
+    InstallerLimits,
+    LimitInForce,
+    SinceTracker,
+    local_ref,
+    site_limit,
+)
 from agent.orderly.keys import load_issuer_keys
 from agent.orderly.reporter import Reporter
 from agent.orderly.runtime import RuntimeSettings
@@ -79,8 +86,11 @@ class OrderlyService:
             else int(self.mqtt.journal_hard_limit_mb * 1e6))
         self.ledger = Ledger(state / "sessions.db")
         self.security = SecurityLog(state / "security.log")
+        self.installer = InstallerLimits(state)
+        self._since = SinceTracker()
         self.events = EventLog(self.journal)
         self.started_at = time.time()
+        self.last_command: dict[str, Any] | None = None  # for the status page
         self.link = Link(
             link_settings(self.mqtt, config.device_id), outbox=self.journal,
             on_command=self._on_command, birth=self._birth, boot_id=self.boot_id,
@@ -103,7 +113,8 @@ class OrderlyService:
             for c in controllers}
         inputs = {conn.id: ConnectorInputs(
             self.controllers[conn.id], self.trackers[conn.id], conn.phases,
-            conn.rated_current_a, conn.local_limit_a, conn.nominal_voltage_v)
+            conn.rated_current_a, site_limit(conn.local_limit_a, self.installer.get(conn.id)),
+            conn.nominal_voltage_v)
             for conn in config.connectors}
         self.control = OrderlyControl(
             engine, inputs, self.events, state / "limits.json",
@@ -140,8 +151,41 @@ class OrderlyService:
                 log.warning("decommissioned", flag=str(self.config.state_dir /
                                                        DECOMMISSIONED_FLAG))
 
-    def set_site_limit(self, cid: int, limit_a: float | None) -> None:
-        self.control.set_site_limit(cid, limit_a)
+    async def set_limit(self, cid: int, limit_a: float | None) -> None:
+        """The installer's limit: stored (it survives a restart), then it joins the composite
+        as ``installer``; None returns to the configured ``local_limit_a``."""
+        await asyncio.to_thread(self.installer.set, cid, limit_a, time.time())
+        conn = next(c for c in self.config.connectors if c.id == cid)
+        self.control.set_site_limit(cid, site_limit(conn.local_limit_a, self.installer.get(cid)))
+
+    def limit(self, cid: int) -> LimitInForce:
+        """The composite's binding term and where it came from (``evse-agent status``)."""
+        c = self.control.connectors[cid]
+        eff = c.effective
+        if eff is None:  # before the first evaluation: nothing is offered yet
+            return LimitInForce(0.0, "none", "local", None, None)
+        t = eff.target
+        source = api_source(t.source) if t.source != "none" else "hardware"
+        inst = self.installer.get(cid)
+        if source == "installer" and inst is None:
+            source = "config"
+        layer = t.layer.value if t.layer is not None else (
+            "failsafe" if source == "failsafe" else "local")
+        ref = (f"commandId={t.command_id}" if t.command_id else
+               f"profileId={t.profile_id}" if t.profile_id else
+               local_ref(source, cid, self.installer.path))
+        value = eff.limit_a if eff.limit_a is not None else c.rated_a
+        since = self._since.since(cid, (source, ref, value), time.time())
+        if source == "installer" and inst is not None:
+            since = inst.since  # when the installer set it (it survives restarts)
+        return LimitInForce(value, source, layer, ref, since)
+
+    def status(self, cid: int) -> dict[str, Any]:
+        return {"limit": self.limit(cid).status()}
+
+    async def sessions(self, since: float | None, connector: int | None) -> list[dict[str, Any]]:
+        found = await asyncio.to_thread(self.ledger.sessions, since=since, connector=connector)
+        return [s.listing() for s in found]
 
     def stop_origin(self, cid: int, origin: StopReason) -> None:
         self._stop_origin(cid, origin)
@@ -150,6 +194,9 @@ class OrderlyService:
 
     async def _on_command(self, msg: CommandMessage) -> Reply | None:
         reply = await self.commands.handle(msg.payload, group=msg.group)
+        self.last_command = {"at": msg.received_at, "commandId": reply.command_id,
+                             "type": _command_type(msg.payload), "group": msg.group,
+                             "status": reply.status.value, "reason": reply.reason.value}
         self._state_changed()
         return Reply(json.loads(m.encode(reply)))
 
@@ -252,8 +299,18 @@ class OrderlyService:
             meter = ctl.stats.last_meter
             if meter is None:
                 return Reading(None, None)
-            return Reading(round(meter.energy_import_wh), meter.power_w)
+            return Reading(round(meter.energy_import_wh), meter.power_w,
+                           max(meter.current_a, default=0.0))
         return read
+
+
+def _command_type(payload: bytes) -> str | None:
+    """The ``type`` of a command payload (already parsed and checked by CommandService)."""
+    try:
+        kind = json.loads(payload).get("type")
+    except (ValueError, AttributeError):
+        return None
+    return kind[:32] if isinstance(kind, str) else None
 
 
 def _limit(value: float, unit: str) -> tuple[float, RateUnit]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import structlog
 
@@ -43,6 +43,7 @@ class Reading:
 
     energy_wh: int | None
     power_w: float | None
+    current_a: float | None = None  # the highest phase current
 
 
 class SessionTracker:
@@ -57,6 +58,7 @@ class SessionTracker:
         reading: Callable[[], Reading],
         offline: Callable[[], bool],
         idle_occupancy_s: Callable[[], float],
+        local: bool = False,
     ) -> None:
         self.connector = connector
         self._ledger = ledger
@@ -64,6 +66,7 @@ class SessionTracker:
         self._reading = reading
         self._offline = offline
         self._idle_s = idle_occupancy_s
+        self._local = local  # no aggregator: sessions are closed as local, never reported
         self.session: Session | None = ledger.open_on(connector)
         self._stop_reason: StopReason | None = None
         self._idle_reported = False
@@ -118,7 +121,9 @@ class SessionTracker:
         wh = max(self._energy(), s.last_meter_wh)
         record = self._safe(lambda: self._ledger.close(s.session_id, now, wh, reason.value))
         self.session = None
-        if record is not None:
+        if record is not None and self._local:
+            self._safe(lambda: self._ledger.mark_local(s.session_id))
+        elif record is not None:
             self._report(s.session_id, record)
 
     # --- orderly charging facts ---------------------------------------------------------------
@@ -126,9 +131,10 @@ class SessionTracker:
     def curtailment(self, source: str, source_id: str, from_at: float, limit: dict[str, object],
                     to_at: float | None = None) -> None:
         if self.session is not None:
-            self._update(curtailment=Curtailment(
-                "commandId" if source == "commandId" else "profileId", source_id, from_at,
-                limit, to_at))
+            kind: Literal["commandId", "profileId", "installer"] = (
+                "commandId" if source == "commandId" else
+                "installer" if source == "installer" else "profileId")
+            self._update(curtailment=Curtailment(kind, source_id, from_at, limit, to_at))
 
     def random_delay(self, at: float, seconds: float) -> None:
         if self.session is not None:
@@ -152,7 +158,7 @@ class SessionTracker:
         if s is None:
             return
         r = self._reading()
-        self._update(at=now, meter_wh=self._energy(), power_w=r.power_w)
+        self._update(at=now, meter_wh=self._energy(), power_w=r.power_w, current_a=r.current_a)
         s = self.session
         if (s is not None and not s.charging and s.charge_end_at is not None
                 and not self._idle_reported and now - s.charge_end_at >= self._idle_s()):

@@ -6,7 +6,9 @@ seen in a step makes that same step's first action the contactor open. A fault i
 
 - the cause must be gone (re-checked every step from the latest inputs);
 - ``CAUSE_GONE``: that is enough;
-- ``UNPLUG_OR_RESET``: and the CP is in state 1 (nothing connected) or a reset is recent;
+- ``UNPLUG_OR_RESET``: and the CP has read state 1 (nothing connected) since the fault was
+  raised, or a reset is recent. The unplug is remembered: the fault clears once unplugged and
+  cause gone, whichever comes last, even if a vehicle is plugged in again meanwhile;
 - ``RESET_ONLY``: and a reset is recent (``reset_window_s``);
 - ``RESTART``: never (a new machine is needed).
 
@@ -53,6 +55,7 @@ class FaultWatch:
         self._reset_until = float("-inf")
         self._reset_pending = False
         self._board_reset_at = float("-inf")
+        self._unplug_seen: set[FaultCode] = set()  # active faults the CP read state 1 for
 
     @property
     def active(self) -> frozenset[FaultCode]:
@@ -155,8 +158,8 @@ class FaultWatch:
     ) -> bool:
         if code is FaultCode.METER_LOST:
             return m.meter_lost(now)
-        if code is FaultCode.OVERCURRENT:
-            return m.overcurrent.since is not None
+        if code is FaultCode.OVERCURRENT:  # a current the open contactor cut is not present
+            return m.contactor.commanded and m.overcurrent.since is not None
         if code is FaultCode.CONTACTOR_WELDED:
             return m.contactor.commanded or m.contactor.fb is not False
         if code in _EVENT_ONLY:
@@ -170,17 +173,20 @@ class FaultWatch:
         self, m: PilotFacts, now: float, causes: dict[FaultCode, str], notes: list[Action]
     ) -> None:
         reset = now <= self._reset_until
-        unplugged = m.ev_level is CpLevel.STATE_1 and m.pilot_fresh(now)
+        if m.ev_level is CpLevel.STATE_1 and m.pilot_fresh(now):
+            self._unplug_seen.update(self._active)
         for code in sorted(self._active):
             if code in self._raised_now or self._present(m, code, now, set(causes)):
                 continue
             policy = FAULTS[code].clear
+            unplugged = code in self._unplug_seen
             if (
                 policy is ClearPolicy.CAUSE_GONE
                 or (policy is ClearPolicy.UNPLUG_OR_RESET and (reset or unplugged))
                 or (policy is ClearPolicy.RESET_ONLY and reset)
             ):
                 del self._active[code]
+                self._unplug_seen.discard(code)
                 notes.append(FaultCleared(code))
 
     # --- board reset and deadlines ---------------------------------------------------------

@@ -163,6 +163,7 @@ class PilotMachine(PilotFacts):
         elif level is CpLevel.STATE_1 and self._plugged:
             self._plugged = self._authorised = False
             self._id_tag = None
+            self._antiflap.session_ended()
             notes.append(SessionEvent("unplugged"))
 
     # --- guards ---------------------------------------------------------------------------
@@ -276,7 +277,8 @@ class PilotMachine(PilotFacts):
         if self._contactor.commanded and not closed:
             first.append(SetContactor(False))
             self._contactor.command(False, now)
-            self._antiflap.opened(now, self._by_vehicle)
+            self._antiflap.opened(now, self._by_vehicle or not self._plugged)
+            self._oc.cut()
             if self._charging:
                 self._charging = False
                 notes.append(SessionEvent("charging_stopped", self._why or self._state.value))

@@ -62,8 +62,11 @@ class Feedback:
 
 @dataclass(slots=True)
 class AntiFlap:
-    """Contactor anti-flapping: a minimum off time (waived when the EV opened via S2 or the
-    plug) and a cap on closes per rolling hour."""
+    """Contactor anti-flapping: a minimum off time and a cap on closes per rolling hour.
+
+    The minimum off time protects the contactor within one session (pause/resume by limits,
+    faults): it is waived when the EV opened (S2, state D, the plug) and once the connector
+    has been seen unplugged, so the previous session never holds back the next vehicle."""
 
     min_off_s: float
     max_per_hour: int
@@ -73,6 +76,10 @@ class AntiFlap:
 
     def opened(self, now: float, by_vehicle: bool) -> None:
         self.opened_at, self.waived = now, by_vehicle
+
+    def session_ended(self) -> None:
+        """The connector was seen unplugged (state 1): the next plug-in is a new session."""
+        self.waived = True
 
     def closed(self, now: float) -> None:
         self.closes.append(now)
@@ -136,6 +143,10 @@ class Overcurrent:
         if now < self.previous_until:
             ref = max(ref, self.previous_a)
         return self._limit(ref)
+
+    def cut(self) -> None:
+        """The contactor opened: a current it carried is no longer flowing (no onset kept)."""
+        self.since = self.since_lenient = None
 
     def measure(self, amps: float, now: float) -> None:
         if amps > self._limit(self.offer_a):

@@ -212,16 +212,28 @@ DECISIONS: tuple[str, ...] = (
     "timeout), which is well inside lock_release_s. CONTACTOR_WELDED keeps it locked.",
     "CC with S3 open (latch pressed, RC + R4, 2.8-4.5 kOhm in the GB profile) is not a fault: "
     "the offer is withdrawn (pause). CC open/short/out of range with a vehicle is CC_INVALID.",
-    "Safety faults raised with nothing plugged in (e.g. e-stop) clear once the cause has gone "
-    "while the CP reads state 1; the core asks the board for fault_reset at most every "
-    "board_reset_interval_s while a latched bit shows, and at once on ResetRequested.",
+    "A fault that clears by 'unplug or reset' remembers the unplug: once the CP has read "
+    "state 1 after the fault, it clears as soon as the cause has gone too, whichever comes "
+    "last, even if a vehicle is plugged in again meanwhile (a driver who unplugs and replugs "
+    "within a second or a minute gets a normal session). A fault raised with nothing plugged "
+    "in (e.g. e-stop) therefore clears once the cause has gone. The core asks the board for "
+    "fault_reset at most every board_reset_interval_s while a latched bit shows, and at once "
+    "on ResetRequested.",
+    "Overcurrent is a present cause only while the contactor is commanded closed: a current "
+    "the open contactor has cut is not (the last meter reading after the cut may still show "
+    "it), and the overcurrent onset is forgotten at every open.",
     "A reset clears the faults whose cause is gone within reset_window_s of the request.",
     "After a fault that opened a closed contactor, charging needs a fresh start: a new plug-in "
     "or Authorize (any mode). ResetRequested clears faults only. A fault raised while the "
     "contactor was open does not need a fresh start once it clears (non-safety).",
-    "Anti-flap: min_off_s is waived only when the vehicle opened (S2 open, unplug, state D) "
-    "from CLOSING/CHARGING; opens after our own pause or a fault count. The hourly cap always "
-    "applies; when it blocks, the PWM stops (CONNECTED) rather than holding 3' unanswered.",
+    "Anti-flap within a session: min_off_s is waived when the vehicle opened (S2 open, "
+    "unplug, state D) from CLOSING/CHARGING; opens after our own pause or a fault count, so "
+    "pause/resume by limits cannot cycle the contactor faster than min_off_s.",
+    "Session boundary: once the connector has been seen unplugged (CP state 1), min_off_s no "
+    "longer applies: the next plug-in (the same car or another) gets its PWM offer in the "
+    "normal time, never held back by the previous session's open. The hourly close cap "
+    "always applies; when it blocks, the PWM stops (CONNECTED) rather than holding 3' "
+    "unanswered. The randomised delay (agent.limits) applies to every session start.",
     "Pause: the contactor opens on a meter sample taken after the PWM stopped showing less "
     "than pause_open_current_a, on S2 open, or after pause_open_timeout_s.",
     "Overcurrent reference: after an offer cut the previous offer stays the reference for "

@@ -27,15 +27,18 @@ from agent import localapi
 from agent.api.reasons import StopReason
 from agent.config import AgentConfig
 from agent.errors import AgentError, ConfigError, DriverError
+from agent.orderly.installer import parse_limit
 from agent.pilot import Authorize, LimitChanged, ResetRequested, StopRequested
 from agent.schedule import ScheduleReport, analyse, refusals
 from agent.secrets import check_private_key_permissions
 from agent.shell.handle import ConnectorHandle
 from agent.shell.notify import sd_notify, watchdog_interval_s
+from agent.shell.panel import PanelCache, panel_status
 from agent.shell.status import connector_status
 from agent.shell.wiring import Wiring, build_wiring
 
 if TYPE_CHECKING:
+    from agent.orderly.local import LocalService
     from agent.orderly.service import OrderlyService
 
 log = structlog.get_logger("agent.app")
@@ -53,6 +56,16 @@ class AgentApp:
         self._wiring: Wiring | None = None
         self._controllers: dict[int, ConnectorHandle] = {}
         self.orderly: OrderlyService | None = None
+        self.local: LocalService | None = None  # mqtt: null: installer limits, sessions
+        self._panel_cache = PanelCache()
+
+    @property
+    def controllers(self) -> dict[int, ConnectorHandle]:
+        return self._controllers
+
+    @property
+    def wiring(self) -> Wiring | None:
+        return self._wiring
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -74,11 +87,15 @@ class AgentApp:
         async with build_wiring(self.config) as wiring:
             self._wiring = wiring
             self._controllers = {c.id: c for c in wiring.controllers}
-            self.orderly = None
+            self.orderly = self.local = None
             if self.config.mqtt is not None:
                 from agent.orderly.service import OrderlyService
 
                 self.orderly = OrderlyService(self.config, wiring.controllers)
+            else:
+                from agent.orderly.local import LocalService
+
+                self.local = LocalService(self.config, wiring.controllers)
             try:
                 await self._start_safe()
                 async with asyncio.TaskGroup() as tg:
@@ -90,6 +107,8 @@ class AgentApp:
                     tg.create_task(_supervised("local_api", self._local_api), name="local-api")
                     if self.orderly is not None:
                         tg.create_task(_supervised("orderly", self.orderly.run), name="orderly")
+                    if self.local is not None:
+                        tg.create_task(_supervised("local", self.local.run), name="local")
             finally:
                 await self._exit_safe()
 
@@ -156,12 +175,19 @@ class AgentApp:
             "uptimeS": round(time.time() - self.started_at, 1),
             "maxLoopLagMs": round(1000 * max(
                 (c.stats.max_loop_lag_s for c in self._controllers.values()), default=0.0), 1),
-            "connectors": [connector_status(c) for c in self._controllers.values()],
+            "connectors": [self._connector_status(c) for c in self._controllers.values()],
             "reactionBound": self.schedule.status(),
             "buses": {name: dataclasses.asdict(bus.stats) for name, bus in wiring.buses.items()}
             if wiring
             else {},
         }
+
+    def _connector_status(self, ctl: ConnectorHandle) -> dict[str, Any]:
+        out = connector_status(ctl)
+        service = self.orderly or self.local
+        if service is not None:
+            out.update(service.status(ctl.id))
+        return out
 
     async def _status_writer(self) -> None:
         path = self.config.status_path()
@@ -200,35 +226,56 @@ class AgentApp:
         finally:
             writer.close()
 
+    async def _sessions(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        """Recorded sessions, local or reported (the ledger is the same file in both modes)."""
+        since = req.get("since")
+        connector = req.get("connector")
+        if since is not None and not isinstance(since, int | float):
+            raise ValueError("since must be epoch seconds")
+        if connector is not None and int(connector) not in self._controllers:
+            raise ValueError(f"no connector {connector}")
+        service = self.orderly or self.local
+        if service is None:
+            return []
+        return await service.sessions(None if since is None else float(since),
+                                      None if connector is None else int(connector))
+
     async def handle_local(self, req: Any) -> dict[str, Any]:
         if not isinstance(req, dict) or "cmd" not in req:
             raise ValueError("request must be a JSON object with 'cmd'")
         cmd = req["cmd"]
         if cmd == "status":
+            if req.get("panel"):  # the status page and metrics (agent.web)
+                return {"ok": True, **panel_status(self, self._panel_cache)}
             return {"ok": True, **self.status()}
+        if cmd == "sessions":
+            return {"ok": True, "sessions": await self._sessions(req)}
         ctl = self._controllers.get(int(req.get("connector", 1)))
         if ctl is None:
             raise ValueError(f"no connector {req.get('connector')}")
+        service = self.orderly or self.local
         if cmd == "limit":
-            value = req.get("limit_a")
-            limit = None if value is None else float(value)
-            if self.orderly is not None:  # the local limit joins the composite as "installer"
-                self.orderly.set_site_limit(ctl.id, limit)
-                return {"ok": True, "connector": connector_status(ctl)}
-            event: Any = LimitChanged(limit)
-        elif cmd == "start":
+            limit = parse_limit(req.get("limit_a"))
+            log.info("local_command", cmd=cmd, connector=ctl.id, request=req)
+            if service is None:  # only an app built without run() (tests)
+                await ctl.feed(LimitChanged(limit))
+            else:  # stored, then it joins the composite as "installer"
+                await service.set_limit(ctl.id, limit)
+            return {"ok": True, "connector": self._connector_status(ctl)}
+        event: Any
+        if cmd == "start":
             event = Authorize(req.get("id_tag"))
         elif cmd == "stop":
             event = StopRequested(str(req.get("reason", "Local")))
-            if self.orderly is not None:
-                self.orderly.stop_origin(ctl.id, StopReason.LOCAL)
+            if service is not None:
+                service.stop_origin(ctl.id, StopReason.LOCAL)
         elif cmd == "reset":
             event = ResetRequested()
         else:
             raise ValueError(f"unknown cmd {cmd!r} (status, limit, start, stop, reset)")
         log.info("local_command", cmd=cmd, connector=ctl.id, request=req)
         await ctl.feed(event)
-        return {"ok": True, "connector": connector_status(ctl)}
+        return {"ok": True, "connector": self._connector_status(ctl)}
 
 
 async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:

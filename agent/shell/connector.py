@@ -361,6 +361,7 @@ class ConnectorController:
         if isinstance(action, SetContactor):
             await self.relay.set_contactor(action.closed)
             self._open_pending = False
+            self.stats.contactor_closes += action.closed
             self._relay_due = 0.0  # read the mirror contact on the next cycle
         elif isinstance(action, SetDuty):
             await self.pilot.set_duty(action.duty)

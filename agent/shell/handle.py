@@ -42,6 +42,7 @@ class ConnectorStats:
     last_cp_mv: int | None = None
     last_contactor_feedback: bool | None = None
     max_loop_lag_s: float = 0.0  # latest wake-up of the poll timer seen: what the loop suffers
+    contactor_closes: int = 0  # close commands since start (wear; the status page and metrics)
 
 
 class ConnectorCore(Protocol):

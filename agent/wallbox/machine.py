@@ -99,7 +99,7 @@ class WallboxMachine:
         self.profile = settings.profile
         self._state = S.IDLE
         self._level: CpLevel | None = None
-        self._limit: float | None = 0.0
+        self._limit: float | None = None  # as PilotMachine: the services feed the composite
         self._command = DISABLED
         self._faults: dict[FaultCode, str] = {}
         self._plugged = False

@@ -86,7 +86,7 @@ def _models() -> list[type[Any]]:
 
     return [c.AgentConfig, c.SerialBus, c.TcpBus, c.ConnectorConfig, c.PilotBoardConfig,
             c.RelayBoardConfig, c.MeterConfig, c.MeterRegisterConfig, c.SafetyConfig,
-            c.LoggingConfig, c.MqttConfig, c.FailsafeConfig]
+            c.LoggingConfig, c.MqttConfig, c.FailsafeConfig, c.WebConfig]
 
 
 def test_every_config_key_is_documented_in_the_example() -> None:

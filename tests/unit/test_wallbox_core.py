@@ -93,6 +93,7 @@ def _writes(step) -> list[WriteCommand]:  # type: ignore[no-untyped-def]
 
 def test_session_charge_curtail_pause_unplug() -> None:
     m = _machine()
+    assert m.step(LimitChanged(0.0), 0.0).actions == ()  # as the services start it: paused
     m.step(WallboxSampled(2), 0.0)
     assert m.ev_level is CpLevel.STATE_1 and m.state is PilotState.IDLE
     s = m.step(LimitChanged(16.0), 0.1)
@@ -170,7 +171,7 @@ events = st.lists(st.one_of(
 def test_machine_never_commands_above_the_composite_or_while_faulted(  # type: ignore[no-untyped-def]
         profile, seq, auth) -> None:
     m = WallboxMachine(WallboxSettings(profile, 32.0, auth, lost_s=2.0))
-    limit: float | None = 0.0
+    limit: float | None = None
     for i, event in enumerate(seq):
         if isinstance(event, LimitChanged):
             limit = event.limit_a
@@ -178,6 +179,7 @@ def test_machine_never_commands_above_the_composite_or_while_faulted(  # type: i
         amps = command_amps(profile, m.command)
         if limit is not None:
             assert amps <= limit
+        assert amps <= min(profile.max_current_a, 32.0)
         if m.active_faults:
             assert not m.command.enabled and m.state is PilotState.FAULT
         assert m.contactor_commanded == (m.state is PilotState.CHARGING)

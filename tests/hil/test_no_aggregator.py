@@ -1,0 +1,122 @@
+"""A charger without an aggregator (``mqtt: null``) on the rig, driven by its command line.
+
+- the EV charges at the configured ``local_limit_a``;
+- ``evse-agent limit`` changes the duty on the (virtual) wire, bad input exits 2 and changes
+  nothing, the limit survives an agent restart and ``limit none`` restores the configured one;
+- ``evse-agent status --json`` says which limit is in force and where it came from;
+- the session (one plug-in, across the restart) is listed by ``evse-agent sessions --json`` with
+  its energy from the meter's register, its max current and the limits that applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hil.rig import Rig, RigOptions
+from hil.runner import AgentProcess
+from tests.broker import wait_until
+from tests.hil.orderly_harness import agent_config, run_cli
+
+pytestmark = pytest.mark.hil
+CONFIGURED_A = 13.0
+WAIT_S = 20.0
+
+
+async def cli(cfg: Path, *args: str) -> tuple[int, str, str]:
+    done = await run_cli(sys.executable, "-m", "agent.cli", *args, "-c", str(cfg))
+    return done.returncode, done.stdout, done.stderr
+
+
+async def status(cfg: Path) -> dict[str, Any]:
+    code, out, err = await cli(cfg, "status", "--json")
+    assert code == 0, err
+    reply: dict[str, Any] = json.loads(out)
+    return reply
+
+
+async def wait_offer(rig: Rig, amps: float) -> None:
+    await wait_until(lambda: abs(rig.offered_a() - amps) <= 0.5, WAIT_S,
+                     f"offer {amps} A on the wire (now {rig.offered_a():.1f} A)")
+
+
+async def start(cfg: Path, log: Path) -> AgentProcess:
+    agent = AgentProcess(cfg, log)
+    agent.start()
+    await agent.wait_ready()
+    return agent
+
+
+async def test_local_limit_applies_persists_and_shows_in_status(tmp_path: Path) -> None:
+    config = agent_config("CN-LOCAL-0001", {"mqtt": None},
+                          connector={"local_limit_a": CONFIGURED_A})
+    assert config.mqtt is None
+    async with Rig(config, tmp_path / "run", options=RigOptions()) as rig:
+        cfg = await asyncio.to_thread(rig.write_patched_config)
+        agent = await start(cfg, tmp_path / "agent-1.log")
+        try:
+            rig.ev_action("plug_in", cable_a=32.0)
+            rig.ev_action("close_s2")
+            await wait_until(rig.contactor_closed, WAIT_S, "contactor closed")
+            await wait_offer(rig, CONFIGURED_A)
+            lim = (await status(cfg))["connectors"][0]["limit"]
+            assert (lim["limitA"], lim["source"], lim["layer"]) == (CONFIGURED_A, "config",
+                                                                    "local")
+
+            code, _, err = await cli(cfg, "limit", "10", "--connector", "1")
+            assert code == 0, err
+            await wait_offer(rig, 10.0)
+            lim = (await status(cfg))["connectors"][0]["limit"]
+            assert (lim["limitA"], lim["source"]) == (10.0, "installer")
+            assert lim["since"] and "local-limits.json" in lim["ref"]
+
+            code, _, err = await cli(cfg, "limit", "ten")
+            assert code == 2 and "number of amperes" in err
+            code, _, err = await cli(cfg, "limit", "99")
+            assert code == 2 and "between 0 and 80" in err
+            assert (await status(cfg))["connectors"][0]["limit"]["limitA"] == 10.0
+
+            await asyncio.to_thread(agent.stop)
+            agent = await start(cfg, tmp_path / "agent-2.log")  # the limit was stored
+            await wait_until(rig.contactor_closed, WAIT_S, "contactor closed after restart")
+            await wait_offer(rig, 10.0)
+            assert (await status(cfg))["connectors"][0]["limit"]["source"] == "installer"
+            text = (await cli(cfg, "status"))[1]
+            assert "limit 10 A from installer" in text
+
+            code, _, err = await cli(cfg, "limit", "none")
+            assert code == 0, err
+            await wait_offer(rig, CONFIGURED_A)
+            lim = (await status(cfg))["connectors"][0]["limit"]
+            assert (lim["limitA"], lim["source"]) == (CONFIGURED_A, "config")
+
+            # the session (one plug-in across the restart) is in the local record
+            await wait_until(lambda: rig.connector(1).energy_wh > 5.0, WAIT_S, "5 Wh charged")
+            rig.ev_action("unplug")
+            register_wh = rig.connector(1).energy_wh  # no more energy flows after the unplug
+            sessions: list[dict[str, Any]] = []
+            for _ in range(100):
+                code, out, err = await cli(cfg, "sessions", "--json")
+                assert code == 0, err
+                sessions = json.loads(out)
+                if sessions and sessions[-1]["end"] is not None:
+                    break
+                await asyncio.sleep(0.1)
+            [s] = sessions
+            assert s["end"] is not None and s["connector"] == 1
+            assert s["energyWh"] == s["meterStopWh"] - s["meterStartWh"] > 0
+            assert abs(s["meterStopWh"] - register_wh) <= 2  # read from the meter's register
+            assert 9.0 <= s["maxCurrentA"] <= CONFIGURED_A + 0.5
+            assert s["stopReason"] and s["reportedUpstream"] is False
+            limits = [(c["installer"], c["limit"]["value"]) for c in s["curtailments"]]
+            assert limits == [("local_limit_a", CONFIGURED_A), ("evse-agent limit", 10.0),
+                              ("local_limit_a", CONFIGURED_A)]
+            code, out, _ = await cli(cfg, "sessions", "--since", "1h", "--connector", "1")
+            assert code == 0 and "kWh" in out and len(out.splitlines()) == 2  # header, one row
+        finally:
+            await asyncio.to_thread(agent.stop)
