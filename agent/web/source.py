@@ -75,9 +75,12 @@ class PanelSource:
 
     # --- fetching --------------------------------------------------------------------------
 
-    async def fetch(self) -> dict[str, Any]:
-        """Ask the agent now; the snapshot says whether it answered."""
+    async def fetch(self, max_age_s: float | None = None) -> dict[str, Any]:
+        """Ask the agent now (or reuse an answer younger than ``max_age_s``); the snapshot
+        says whether it answered."""
         async with self._fetching:
+            if max_age_s is not None and time.monotonic() - self.fetched_at < max_age_s:
+                return self.snapshot  # a concurrent caller just asked: one request, not many
             try:
                 reply = await ask_agent(self.socket, {"cmd": "status", "panel": True})
                 if not reply.pop("ok", False):
@@ -99,9 +102,7 @@ class PanelSource:
 
     async def fresh(self) -> dict[str, Any]:
         """The snapshot, fetched again if older than the poll period (metrics scrapes)."""
-        if time.monotonic() - self.fetched_at >= self.poll_s:
-            await self.fetch()
-        return self.snapshot
+        return await self.fetch(max_age_s=self.poll_s)
 
     # --- pages ----------------------------------------------------------------------------
 

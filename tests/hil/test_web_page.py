@@ -26,8 +26,10 @@ import pytest
 import yaml
 
 from hil.ev import current_from_duty
+from hil.rig import Rig, RigOptions
+from hil.runner import AgentProcess
 from tests.broker import MosquittoBroker
-from tests.hil.orderly_harness import AgentOnRig
+from tests.hil.orderly_harness import AgentOnRig, agent_config
 
 pytestmark = [pytest.mark.hil, pytest.mark.mqtt]
 REPO = Path(__file__).resolve().parents[2]
@@ -226,3 +228,33 @@ async def test_metrics_and_panel_come_from_the_running_agent(
     assert 'evse_connector_contactor_closes_total{connector="1"} 1.0' in metrics
     assert "evse_mqtt_connected 1.0" in metrics
     assert 'evse_bus_transactions_total{bus="control"}' in metrics
+
+
+async def test_without_an_aggregator_the_page_shows_the_local_limits(tmp_path: Path) -> None:
+    """``mqtt: null``: no link on the page or in /metrics; the configured local limit is the
+    installer's (`local_limit_a`)."""
+    config = agent_config("CN-TEST-0002", connector={"local_limit_a": 16})
+    async with Rig(config, tmp_path / "rig", options=RigOptions()) as rig:
+        agent = AgentProcess(rig.write_patched_config(), tmp_path / "agent.log")
+        web = WebProcess(rig.patched_config_path, tmp_path, token=TOKEN)
+        agent.start()
+        try:
+            await agent.wait_ready()
+            await web.start()
+            rig.ev_action("plug_in", cable_a=32)
+            rig.ev_action("close_s2")
+            for _ in range(200):
+                status = (await asyncio.to_thread(web.get_json, "/api/status"))["status"]
+                if status["connectors"][0]["state"] == "CHARGING":
+                    break
+                await asyncio.sleep(0.1)
+            c = status["connectors"][0]
+            assert status["link"] is None
+            assert c["limit"]["source"] == "installer" and c["limit"]["detail"] == "config"
+            assert c["limit"]["a"] == 16 and c["offeredCurrentA"] == pytest.approx(16, abs=0.1)
+            metrics = await asyncio.to_thread(web.get_text, "/metrics")
+            assert "evse_mqtt_connected" not in metrics
+            assert 'evse_connector_limit_amperes{connector="1",source="installer"} 16.0' in metrics
+        finally:
+            await asyncio.to_thread(web.stop)
+            await asyncio.to_thread(agent.stop)

@@ -1,15 +1,18 @@
 """The web process (``evse-agent web``): token file, CSRF/Origin/Host checks, refusals and the
 security log, server-sent events, and the metric names the README lists.
 
-The web app runs for real (aiohttp on a loopback port, requests over HTTP). The agent's side of
-the control socket is a small Unix-socket server speaking the same one-line JSON protocol and
-recording what it receives; the whole chain against a real agent on the rig is in
-``tests/hil/test_web_page.py`` (a real browser) and ``tests/hil/test_web_agent.py``.
+The web app runs for real (aiohttp on a loopback port, requests over HTTP). For the refusal
+matrix and the event stream the agent's side of the control socket is a small Unix-socket server
+speaking the same one-line JSON protocol and recording what it receives (so "nothing reached the
+agent" can be checked); ``test_against_the_agents_own_socket`` uses AgentApp's own socket,
+handler and panel status with a real pilot machine. The whole chain against the agent on the rig
+is ``tests/hil/test_web_page.py`` (a real browser).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -71,11 +74,13 @@ class StandInAgent:
         self.path = localapi.socket_path(state_dir)
         self.status = panel()
         self.received: list[dict[str, Any]] = []
+        self.status_requests = 0
         self.server: asyncio.AbstractServer | None = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         req = json.loads(await reader.readline())
         if req.get("cmd") == "status":
+            self.status_requests += 1
             reply = self.status
         else:
             self.received.append(req)
@@ -412,3 +417,97 @@ async def test_metrics_endpoint_reads_the_agent(web: tuple[str, ClientSession]) 
     assert "evse_mqtt_reconnects_total 2.0" in text
     assert 'evse_bus_timeouts_total{bus="control"} 1.0' in text
     assert 'evse_connector_energy_imported_joules_total{connector="1"} 5.4e+06' in text
+
+
+async def test_a_burst_of_scrapes_asks_the_agent_once_per_poll_period(
+        tmp_path: Path, agent: StandInAgent) -> None:
+    server = TestServer(build_app(web_config(tmp_path, poll_ms=10000), token=None))
+    await server.start_server()
+    try:
+        async with ClientSession() as http:
+            async def scrape(path: str) -> int:
+                async with http.get(f"http://127.0.0.1:{server.port}{path}") as r:
+                    await r.read()
+                    return r.status
+
+            statuses = await asyncio.gather(*(scrape(p) for p in ["/metrics", "/api/status"]
+                                              * 10))
+    finally:
+        await server.close()
+    assert statuses == [200] * 20
+    assert agent.status_requests == 1  # the daemon is not the web's to load
+
+
+# --- the agent's own control socket ------------------------------------------------------------
+
+@pytest.fixture
+async def real_agent(tmp_path: Path) -> AsyncIterator[Any]:
+    """The agent's control socket served by AgentApp itself (its handle_local and panel status),
+    with a real pilot machine and the installer-limit service; no buses (those are HIL's)."""
+    import time
+
+    import yaml
+
+    from agent.orderly.local import LocalService
+    from agent.pilot import PilotMachine
+    from agent.shell.app import AgentApp
+    from agent.shell.handle import ConnectorStats, HardwareInfo
+    from agent.shell.wiring import pilot_settings
+
+    class Controller:  # what the agent's socket and services use of a ConnectorController
+        def __init__(self, machine: PilotMachine) -> None:
+            self.id, self.machine, self.stats, self.on_event = 1, machine, ConnectorStats(), None
+            self.hardware = HardwareInfo()
+
+        async def feed(self, event: Any) -> Any:
+            return self.machine.step(event, time.monotonic())
+
+    data = yaml.safe_load((REPO / "config" / "evse-agent.example.yaml").read_text())
+    data.update(mqtt=None, state_dir=str(tmp_path / "state"))
+    data["connectors"][0].update(connection="cable", cable_rating_a=32.0, local_limit_a=12.0)
+    cfg = parse_config(data)
+    conn = cfg.connectors[0]
+    ctl = Controller(PilotMachine(pilot_settings(cfg.profile, conn, cfg.safety)))
+    app = AgentApp(cfg)
+    app.local = LocalService(cfg, [ctl])  # type: ignore[list-item]
+    app._controllers = {1: ctl}  # type: ignore[dict-item]
+    server = asyncio.get_running_loop().create_task(app._local_api())
+    for _ in range(100):
+        if localapi.socket_path(cfg.state_dir).exists():
+            break
+        await asyncio.sleep(0.01)
+    yield app
+    server.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await server
+
+
+async def test_against_the_agents_own_socket(real_agent: Any, tmp_path: Path) -> None:
+    app = build_app(real_agent.config, token=TOKEN)
+    server = TestServer(app)
+    await server.start_server()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        async with ClientSession() as http:
+            async with http.get(f"{base}/api/status") as r:
+                snap = await r.json()
+            c = snap["status"]["connectors"][0]
+            assert snap["agent"]["reachable"] and snap["status"]["link"] is None
+            assert c["limit"] == {**c["limit"], "a": 12.0, "source": "installer",
+                                  "detail": "config"}
+            async with http.post(f"{base}/api/connectors/1/limit", json={"limitA": 7.5},
+                                 headers=good_headers()) as r:
+                assert r.status == 200, await r.text()
+            assert real_agent.controllers[1].machine.requested_current_a == 7.5
+            async with http.post(f"{base}/api/connectors/1/limit", json={"limitA": 9},
+                                 headers=good_headers(Origin="https://evil.example")) as r:
+                assert r.status == 403
+            assert real_agent.controllers[1].machine.requested_current_a == 7.5
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+        assert 'evse_connector_limit_amperes{connector="1",source="installer"} 7.5' in text
+        assert 'evse_connector_state{connector="1",state="IDLE"} 1.0' in text
+    finally:
+        await server.close()
+    whats = [e["what"] for e in security_log(tmp_path)]
+    assert whats == ["webAction", "webActionRefused"]
