@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed-stamp
 OUT    ?= build/demo
 LOCKS  := requirements/build.txt requirements/runtime.txt requirements/dev.txt
 
-.PHONY: demo test lint venv mosquitto browser clean bench fuzz faults
+.PHONY: demo demo-retrofit test lint venv mosquitto browser clean bench fuzz faults
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ browser:
 
 demo: venv mosquitto
 	$(VENV)/bin/evse-hil run hil/scenarios/demo.yaml --out $(OUT)
+
+# The retrofit kit on the bench: a Heidelberg wallbox over RS-485 that the aggregator curtails.
+demo-retrofit: venv mosquitto
+	$(VENV)/bin/evse-hil run hil/scenarios/retrofit-heidelberg.yaml --out build/demo-retrofit
 
 lint: venv
 	$(PY) -m ruff check agent drivers hil tests deploy

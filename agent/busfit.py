@@ -71,7 +71,7 @@ def _slower_poll(cfg: AgentConfig, bus: str, sharing: list[ConnectorConfig],
                 f"{POLL_MAX_MS:.0f} ms: use one control port per connector")
     data = cfg.model_dump(mode="json")
     for raw in data["connectors"]:
-        if raw["pilot_board"]["bus"] == bus:
+        if raw.get("pilot_board", {}).get("bus") == bus:
             raw["pilot_board"]["poll_ms"] = poll_ms
     bound, ok = _worst(_analyse(data), {c.id for c in sharing})
     verdict = "within" if ok else "over"
@@ -85,7 +85,7 @@ def shared_port_fixes(cfg: AgentConfig, conn: ConnectorConfig, txns: list[Transa
                       max_load: float) -> list[str]:
     """Advice for a port that carries the pilot boards of several connectors ([] otherwise)."""
     bus = conn.pilot_board.bus
-    sharing = [c for c in cfg.connectors if c.pilot_board.bus == bus]
+    sharing = [c for c in cfg.board_connectors() if c.pilot_board.bus == bus]
     if len(sharing) < 2:
         return []
     return [_own_ports(cfg, bus, sharing), _slower_poll(cfg, bus, sharing, txns, max_load)]

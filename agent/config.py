@@ -11,9 +11,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.api.bounds import MAX_CONNECTORS
+from agent.config_wallbox import WallboxConfig
 from agent.errors import ConfigError
 
 
@@ -94,16 +104,24 @@ class MeterConfig(_Strict):
         return self
 
 
-class ConnectorConfig(_Strict):
+class _ConnectorBase(_Strict):
+    """What every connector has, whatever drives it."""
+
     # one range everywhere: the API models and JSON schemas use the same bound
     id: Annotated[int, Field(ge=1, le=MAX_CONNECTORS)] = 1
-    connection: Literal["socket", "cable"] = "socket"
     rated_current_a: Annotated[float, Field(ge=6, le=80)] = 32.0
-    cable_rating_a: Annotated[float, Field(ge=6, le=80)] | None = None
     phases: Literal[1, 3] = 1
     nominal_voltage_v: Annotated[float, Field(ge=100, le=400)] = 220.0
     local_limit_a: Annotated[float, Field(ge=0, le=80)] | None = None
     authorisation: Literal["auto", "remote"] = "auto"
+
+
+class ConnectorConfig(_ConnectorBase):
+    """A connector driven by our pilot board, relay board and meter (``hardware: boards``)."""
+
+    hardware: Literal["boards"] = "boards"
+    connection: Literal["socket", "cable"] = "socket"
+    cable_rating_a: Annotated[float, Field(ge=6, le=80)] | None = None
     pilot_board: PilotBoardConfig
     relay_board: RelayBoardConfig
     meter: MeterConfig
@@ -113,6 +131,36 @@ class ConnectorConfig(_Strict):
         if self.connection == "cable" and self.cable_rating_a is None:
             raise ValueError("connection 'cable' needs cable_rating_a (the fixed cable's rating)")
         return self
+
+
+class WallboxConnectorConfig(_ConnectorBase):
+    """An existing wallbox driven over RS-485 (``hardware: wallbox``, retrofit.md): it runs its
+    own pilot and contactor; the agent sets its current and reads its state and energy."""
+
+    hardware: Literal["wallbox"]
+    wallbox: WallboxConfig
+    # energy from a separate meter on the bus, for a profile without an energy register
+    meter: MeterConfig | None = None
+
+    @model_validator(mode="after")
+    def _energy_source(self) -> WallboxConnectorConfig:
+        if self.meter is None and not self.wallbox.has_energy_register():
+            raise ValueError(f"wallbox profile {self.wallbox.profile!r} has no energy register: "
+                             "add a meter (any meter model) on the bus for session energy")
+        return self
+
+
+def _hardware(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("hardware", "boards"))
+    return str(getattr(value, "hardware", "boards"))
+
+
+AnyConnector = Annotated[
+    Annotated[ConnectorConfig, Tag("boards")] | Annotated[WallboxConnectorConfig, Tag("wallbox")],
+    Discriminator(_hardware, custom_error_type="hardware",
+                  custom_error_message="hardware must be 'boards' or 'wallbox'"),
+]
 
 
 class SafetyConfig(_Strict):
@@ -215,7 +263,7 @@ class AgentConfig(_Strict):
     state_dir: Path = Path("/var/lib/evse-agent")
     status_file: Path | None = None
     buses: dict[str, Bus]
-    connectors: Annotated[list[ConnectorConfig], Field(max_length=MAX_CONNECTORS)]
+    connectors: Annotated[list[AnyConnector], Field(max_length=MAX_CONNECTORS)]
     safety: SafetyConfig = SafetyConfig()
     logging: LoggingConfig = LoggingConfig()
     mqtt: MqttConfig | None = None
@@ -223,7 +271,7 @@ class AgentConfig(_Strict):
 
     @field_validator("connectors")
     @classmethod
-    def _unique_connectors(cls, value: list[ConnectorConfig]) -> list[ConnectorConfig]:
+    def _unique_connectors(cls, value: list[AnyConnector]) -> list[AnyConnector]:
         if not value:
             raise ValueError("at least one connector is needed")
         ids = [c.id for c in value]
@@ -235,11 +283,14 @@ class AgentConfig(_Strict):
     def _references(self) -> AgentConfig:
         used: dict[tuple[str, int], str] = {}
         for conn in self.connectors:
-            refs = (
-                ("pilot_board", conn.pilot_board.bus, conn.pilot_board.unit),
-                ("relay_board", conn.relay_board.bus, conn.relay_board.unit),
-                ("meter", conn.meter.bus, conn.meter.unit),
-            )
+            refs: list[tuple[str, str, int]] = []
+            if isinstance(conn, ConnectorConfig):
+                refs += [("pilot_board", conn.pilot_board.bus, conn.pilot_board.unit),
+                         ("relay_board", conn.relay_board.bus, conn.relay_board.unit)]
+            else:
+                refs.append(("wallbox", conn.wallbox.bus, conn.wallbox.unit))
+            if conn.meter is not None:
+                refs.append(("meter", conn.meter.bus, conn.meter.unit))
             for what, bus, unit in refs:
                 where = f"connectors[{conn.id}].{what}"
                 if bus not in self.buses:
@@ -251,6 +302,14 @@ class AgentConfig(_Strict):
                     )
                 used[(bus, unit)] = where
         return self
+
+    def board_connectors(self) -> list[ConnectorConfig]:
+        """Connectors driven by our pilot and relay boards (``hardware: boards``)."""
+        return [c for c in self.connectors if isinstance(c, ConnectorConfig)]
+
+    def wallbox_connectors(self) -> list[WallboxConnectorConfig]:
+        """Connectors that are a retrofitted wallbox (``hardware: wallbox``)."""
+        return [c for c in self.connectors if isinstance(c, WallboxConnectorConfig)]
 
     def status_path(self) -> Path:
         return self.status_file or self.state_dir / "status.json"
@@ -270,7 +329,12 @@ _FIXES = {
 def _format_errors(exc: ValidationError) -> list[tuple[str, str, str]]:
     out = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        loc = [p for p in err["loc"] if not str(p).startswith("function-")]
+        # the connector's hardware tag (boards/wallbox) sits right after its list index
+        loc = [p for i, p in enumerate(loc) if not (
+            i >= 2 and loc[i - 2] == "connectors" and isinstance(loc[i - 1], int)
+            and p in ("boards", "wallbox"))]
+        key = ".".join(str(p) for p in loc)
         out.append((key or "(top level)", err["msg"], _FIXES.get(err["type"], "")))
     return out
 

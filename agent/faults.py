@@ -48,6 +48,9 @@ class FaultCode(StrEnum):
     RELAY_BOARD_LOST = "RELAY_BOARD_LOST"
     METER_LOST = "METER_LOST"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    WALLBOX_LOST = "WALLBOX_LOST"
+    WALLBOX_STATE_INVALID = "WALLBOX_STATE_INVALID"
+    WALLBOX_FAULT = "WALLBOX_FAULT"
 
 
 class ClearPolicy(StrEnum):
@@ -182,6 +185,25 @@ FAULTS: Mapping[FaultCode, FaultInfo] = MappingProxyType(
                 "unexpected error inside the pilot core; outputs forced safe",
                 "agent restart (a new PilotMachine)", "design: faults latch (h11 ERROR)",
             ),
+            _info(
+                FaultCode.WALLBOX_LOST, _C,
+                "retrofitted wallbox silent beyond wallbox.lost_ms (it falls back to its own "
+                "fail-safe current when it has a watchdog)",
+                "the wallbox answers again (limit, watchdog and fail-safe are re-programmed)",
+                "retrofit.md (fail-safe lives in the wallbox)",
+            ),
+            _info(
+                FaultCode.WALLBOX_STATE_INVALID, _C,
+                "the wallbox reports a state value outside its profile's table (raw value in "
+                "the detail); charging paused through its disable path",
+                "a state value of the table arrives", "retrofit.md (state mapping)",
+            ),
+            _info(
+                FaultCode.WALLBOX_FAULT, _C,
+                "the wallbox reports its own error or state E/F (raw value in the detail); "
+                "charging paused through its disable path",
+                "the wallbox reports a vehicle state A-D again", "retrofit.md (state mapping)",
+            ),
         )
     )
 )
@@ -201,6 +223,8 @@ def render_markdown() -> str:
         "start (new plug-in or `Authorize`): the core never re-closes by itself within the same",
         "plug-in. After an unplug, the contactor's minimum off time no longer delays the next",
         "plug-in's offer.",
+        "On a retrofitted wallbox (`hardware: wallbox`, the `WALLBOX_*` codes) a fault pauses",
+        "charging through the wallbox's own disable path; its pilot and contactor stay its own.",
         "",
         "| code | safety | clears by | description | clearing condition | source |",
         "|---|---|---|---|---|---|",

@@ -13,9 +13,9 @@ run anyway (a bench measuring it); the agent then warns at every start and shows
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.config import AgentConfig, ConnectorConfig, SerialBus, load_config
+from agent.config import AgentConfig, ConnectorConfig, MeterConfig, SerialBus, load_config
 from drivers.bus import BusScheduler
 from drivers.linetime import (
     LineTiming,
@@ -29,6 +29,9 @@ from drivers.meters import MapMeter, resolve_model
 PROCESSING_ALLOWANCE_S = 0.005  # the agent's own decision time (classifier, machine, task switch)
 BOARD_SAMPLE_S = 0.010  # hardware.md: the board measures CP at least every 10 ms
 MAX_LOAD = 0.95  # above this the pilot poll cannot keep its period on average
+
+if TYPE_CHECKING:
+    from agent.schedule_wallbox import WallboxPlan
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class ScheduleReport:
     buses: list[BusSchedule]
     connectors: list[ConnectorBound]
     accept_over_budget: bool = False  # safety.accept_reaction_bound_over_budget
+    wallboxes: list[WallboxPlan] = field(default_factory=list)  # hardware: wallbox connectors
 
     @property
     def ok(self) -> bool:
@@ -111,19 +115,21 @@ def _txn(cfg: AgentConfig, bus: str, label: str, prio: str, sizes: tuple[int, in
     return Transaction(label, prio, req, resp, period_s, nominal, failure)
 
 
-def meter_blocks(cfg: AgentConfig, conn: ConnectorConfig) -> list[tuple[int, int]]:
+def meter_blocks(cfg: AgentConfig, meter_cfg: MeterConfig) -> list[tuple[int, int]]:
     """(function, count) of each read one meter poll makes, as the driver will split it."""
-    regs = [r.model_dump() for r in conn.meter.registers] if conn.meter.registers else None
-    model = resolve_model(conn.meter.model, regs)
+    regs = [r.model_dump() for r in meter_cfg.registers] if meter_cfg.registers else None
+    model = resolve_model(meter_cfg.model, regs)
     planner = BusScheduler("plan", "tcp://127.0.0.1:1")  # never started: plan() needs no I/O
-    meter = MapMeter(planner, conn.meter.unit, model,
-                     max_words_per_read=cfg.buses[conn.meter.bus].max_words_per_read)
+    meter = MapMeter(planner, meter_cfg.unit, model,
+                     max_words_per_read=cfg.buses[meter_cfg.bus].max_words_per_read)
     return [(int(b.function), b.count) for b in meter.plan()]
 
 
 def bus_transactions(cfg: AgentConfig, bus: str) -> list[Transaction]:
+    from agent.schedule_wallbox import wallbox_transactions
+
     out: list[Transaction] = []
-    for c in cfg.connectors:
+    for c in cfg.board_connectors():
         tag = f"c{c.id}"
         if c.pilot_board.bus == bus:
             pb = c.pilot_board
@@ -143,10 +149,10 @@ def bus_transactions(cfg: AgentConfig, bus: str) -> list[Transaction]:
             out.append(_txn(cfg, bus, f"{tag} feedback FC02x{bits}", "CONTROL_WRITE",
                             read_bytes(2, bits), rb.poll_ms / 1000))
         if c.meter.bus == bus:
-            for fn, count in meter_blocks(cfg, c):
+            for fn, count in meter_blocks(cfg, c.meter):
                 out.append(_txn(cfg, bus, f"{tag} meter FC{fn:02d}x{count}", "METER_READ",
                                 read_bytes(fn, count), c.meter.poll_ms / 1000))
-    return out
+    return out + wallbox_transactions(cfg, bus)
 
 
 def bus_load(txns: list[Transaction]) -> float:
@@ -236,9 +242,12 @@ def analyse(cfg: AgentConfig, *, advise: bool = True) -> ScheduleReport:
         line = (f"serial {b.port} {b.baudrate} 8{b.parity}{b.stopbits}"
                 if isinstance(b, SerialBus) else f"tcp {b.host}:{b.port}")
         buses.append(BusSchedule(name, line, txns, round(bus_load(txns), 3)))
-    bounds = [_bound(cfg, c, per_bus, advise) for c in cfg.connectors]
+    bounds = [_bound(cfg, c, per_bus, advise) for c in cfg.board_connectors()]
+    from agent.schedule_wallbox import plan
+
     return ScheduleReport(cfg.safety.reaction_budget_ms, buses, bounds,
-                          cfg.safety.accept_reaction_bound_over_budget)
+                          cfg.safety.accept_reaction_bound_over_budget,
+                          [plan(cfg, c, per_bus) for c in cfg.wallbox_connectors()])
 
 
 def checked_config(path: str) -> tuple[AgentConfig, ScheduleReport]:
@@ -279,4 +288,8 @@ def render(report: ScheduleReport) -> str:
             lines.append(f"  reason: {r}")
         for f in c.fixes:
             lines.append(f"  to fix: {f}")
+    if report.wallboxes:
+        from agent.schedule_wallbox import render_plans
+
+        lines.extend(render_plans(report.wallboxes))
     return "\n".join(lines)

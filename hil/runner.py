@@ -33,6 +33,7 @@ from hil.scenario import (
     CONDITIONS as CONDITION_KEYS,
 )
 from hil.scenario import Check, RunResult, Scenario, Step, StepOutcome, deep_merge
+from hil.wallbox_rig import make_rig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "evse-agent.example.yaml"
@@ -329,6 +330,12 @@ class ScenarioRunner:
         writes = [e for e in self.timeline.events("board_write", since=start,
                                                   register="duty_cmd", connector=c.config.id)
                   if pred(int(e.data["value"]))]
+        if "offered_a" in cond:  # a retrofitted wallbox: its current register writes
+            writes += [e for e in self.timeline.events("wallbox_write", since=start,
+                                                       connector=c.config.id)
+                       if abs(float(e.data["offered_a"]) - float(cond["offered_a"]))
+                       <= float(cond.get("tol_a", 0.5))]
+            writes.sort(key=lambda e: e.t)
         measured = writes[0].t - start if writes else 0.0
         if within is None:
             return Check(name, True, live, limit_txt)
@@ -436,7 +443,7 @@ async def run_scenario(
     t_start = time.monotonic()
     broker = _start_broker(scenario, out_dir, result) if with_agent else None
     config = scenario_config(scenario, config_path, broker)
-    rig = Rig(config, out_dir / "run", options=rig_options(scenario.rig))
+    rig = make_rig(config, out_dir / "run", options=rig_options(scenario.rig))
     agent: AgentProcess | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:

@@ -40,6 +40,9 @@ FAULTS = frozenset({
     "overcurrent", "rcd_trip", "estop", "selftest_fail", "overtemp", "contactor_weld",
     "contactor_no_close", "meter_silence", "crc_errors", "slow_answers", "pilot_freeze",
     "port_vanish",
+    # a retrofitted wallbox (hil.wallbox_rig)
+    "wallbox_silent", "wallbox_slow", "wallbox_exception", "wallbox_reset", "wallbox_state",
+    "bus_cut", "standby_sleep",
 })
 AGENT_COMMANDS = frozenset({"limit", "start", "stop", "reset", "status"})
 CONDITIONS = frozenset({

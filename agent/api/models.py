@@ -750,6 +750,10 @@ class ConnectorInfo(BaseModel):
     connector: Connector
     phases: Literal[1, 3]
     max_current_a: Amps
+    # who generates the control pilot: the agent's own pilot board, or a retrofitted wallbox
+    # (which then also owns the GB/T 18487.1 reactions and its contactor)
+    pilot: Literal["agent", "wallbox"] = "agent"
+    wallbox_profile: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
 class Capabilities(BaseModel):

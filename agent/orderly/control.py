@@ -49,7 +49,7 @@ from agent.orderly.reporter import ev_letter
 from agent.orderly.sessions import SessionTracker
 from agent.pilot import LimitChanged, PilotState
 from agent.pilot.classifier import CpLevel
-from agent.shell.connector import ConnectorController
+from agent.shell.handle import ConnectorHandle
 from agent.store import atomic_write, rfc3339
 
 log = structlog.get_logger("agent.orderly")
@@ -77,7 +77,7 @@ def ref_of(p: ChargingProfile) -> CommandRef:
 class ConnectorInputs:
     """What the engine's context needs from one connector, beyond the engine itself."""
 
-    controller: ConnectorController
+    controller: ConnectorHandle
     tracker: SessionTracker | None
     phases: int
     rated_a: float

@@ -24,7 +24,7 @@ import structlog
 from pydantic import BaseModel
 
 from agent.api.reasons import StopReason
-from agent.config import AgentConfig, ConnectorConfig
+from agent.config import AgentConfig, AnyConnector
 from agent.journal import Entry
 from agent.ledger import Ledger
 from agent.orderly.events import EventLog
@@ -37,7 +37,7 @@ from agent.orderly.installer import (
 )
 from agent.orderly.sessions import Reading, SessionTracker
 from agent.pilot import CpLevel, FaultRaised, LimitChanged, SessionEvent
-from agent.shell.connector import ConnectorController
+from agent.shell.handle import ConnectorHandle
 
 log = structlog.get_logger("agent.local")
 
@@ -87,10 +87,10 @@ def local_limit_in_force(
 class LocalService:
     """Installer limits (and, with the ledger, sessions) when no aggregator is configured."""
 
-    def __init__(self, config: AgentConfig, controllers: list[ConnectorController]) -> None:
+    def __init__(self, config: AgentConfig, controllers: list[ConnectorHandle]) -> None:
         self.config = config
         self.controllers = {c.id: c for c in controllers}
-        self.connectors: dict[int, ConnectorConfig] = {c.id: c for c in config.connectors}
+        self.connectors: dict[int, AnyConnector] = {c.id: c for c in config.connectors}
         self.installer = InstallerLimits(config.state_dir)
         self._since = SinceTracker()
         self.ledger = Ledger(config.state_dir / "sessions.db")
@@ -241,7 +241,7 @@ class LocalService:
             tracker.curtailment("installer", ref, now, {"value": limit_a, "unit": "A"})
 
     @staticmethod
-    def _reading(ctl: ConnectorController) -> Any:
+    def _reading(ctl: ConnectorHandle) -> Any:
         def read() -> Reading:
             meter = ctl.stats.last_meter
             if meter is None:

@@ -42,7 +42,7 @@ from agent.orderly.runtime import RuntimeSettings
 from agent.orderly.security import SecurityLog
 from agent.orderly.sessions import Reading, SessionTracker
 from agent.pilot import Authorize, LimitChanged, StopRequested
-from agent.shell.connector import ConnectorController
+from agent.shell.handle import ConnectorHandle
 from agent.store import CommandStore
 
 log = structlog.get_logger("agent.orderly")
@@ -70,7 +70,7 @@ def link_settings(cfg: MqttConfig, device_id: str) -> LinkSettings:
 
 
 class OrderlyService:
-    def __init__(self, config: AgentConfig, controllers: list[ConnectorController]) -> None:
+    def __init__(self, config: AgentConfig, controllers: list[ConnectorHandle]) -> None:
         assert config.mqtt is not None
         self.config = config
         self.mqtt = config.mqtt
@@ -268,8 +268,8 @@ class OrderlyService:
         return {
             "agentVersion": __version__,
             "atSeq": self.journal.last_seq,
-            "connectors": [{"connector": c.id, "phases": c.phases,
-                            "maxCurrentA": c.rated_current_a} for c in self.config.connectors],
+            "connectors": [self._connector_info(c.id, c.phases, c.rated_current_a)
+                           for c in self.config.connectors],
             "capabilities": {
                 "maxPeriods": self.control.engine.config.max_periods,
                 "maxStackLevel": 1000, "units": ["A", "W", "kW"],
@@ -278,13 +278,23 @@ class OrderlyService:
                 "groups": list(self.mqtt.groups), "maxPayloadBytes": 65536},
         }
 
+    def _connector_info(self, cid: int, phases: int, rated_a: float) -> dict[str, Any]:
+        """What ``status`` declares of a connector: for a retrofitted wallbox, that the pilot
+        is the wallbox's own and which profile drives it."""
+        hw = self.controllers[cid].hardware
+        info: dict[str, Any] = {"connector": cid, "phases": phases,
+                                "maxCurrentA": hw.max_current_a or rated_a, "pilot": hw.pilot}
+        if hw.wallbox_profile is not None:
+            info["wallboxProfile"] = hw.wallbox_profile
+        return info
+
     def _state(self) -> dict[str, Any]:
         return self.reporter.state_payload()
 
     def _state_changed(self) -> None:
         self.link.publish_state(self._state())
 
-    def _reading(self, ctl: ConnectorController) -> Any:
+    def _reading(self, ctl: ConnectorHandle) -> Any:
         def read() -> Reading:
             meter = ctl.stats.last_meter
             if meter is None:

@@ -31,7 +31,7 @@ from agent.orderly.installer import parse_limit
 from agent.pilot import Authorize, LimitChanged, ResetRequested, StopRequested
 from agent.schedule import ScheduleReport, analyse, refusals
 from agent.secrets import check_private_key_permissions
-from agent.shell.connector import ConnectorController
+from agent.shell.handle import ConnectorHandle
 from agent.shell.notify import sd_notify, watchdog_interval_s
 from agent.shell.panel import PanelCache, panel_status
 from agent.shell.status import connector_status
@@ -54,13 +54,13 @@ class AgentApp:
         self.started_at = time.time()
         self.ready = False
         self._wiring: Wiring | None = None
-        self._controllers: dict[int, ConnectorController] = {}
+        self._controllers: dict[int, ConnectorHandle] = {}
         self.orderly: OrderlyService | None = None
         self.local: LocalService | None = None  # mqtt: null: installer limits, sessions
         self._panel_cache = PanelCache()
 
     @property
-    def controllers(self) -> dict[int, ConnectorController]:
+    def controllers(self) -> dict[int, ConnectorHandle]:
         return self._controllers
 
     @property
@@ -182,7 +182,7 @@ class AgentApp:
             else {},
         }
 
-    def _connector_status(self, ctl: ConnectorController) -> dict[str, Any]:
+    def _connector_status(self, ctl: ConnectorHandle) -> dict[str, Any]:
         out = connector_status(ctl)
         service = self.orderly or self.local
         if service is not None:

@@ -45,8 +45,9 @@ from agent.pilot import (
     Step,
     Tick,
 )
+from agent.shell.handle import ConnectorStats, EventSink, HardwareInfo
 from drivers.board_maps import PilotStatus
-from drivers.interfaces import Meter, MeterReading
+from drivers.interfaces import Meter
 from drivers.pilot_board import PilotBoardDriver
 from drivers.relay_board import RelayBoardDriver
 
@@ -56,9 +57,6 @@ DUTY_MISMATCH_POLLS = 20  # ~200 ms of a board outputting another duty than comm
 METER_FROZEN_READS = 10  # identical readings in a row while current flows: a frozen meter
 FROZEN_MIN_CURRENT_A = 1.0
 LOOP_LAG_WARN_S = 0.020  # a poll woken this late means something blocked the event loop
-
-EventSink = Callable[[int, Any, float], None]
-
 
 @dataclass(frozen=True, slots=True)
 class EvLevelChanged:
@@ -86,20 +84,6 @@ class ConnectorTiming:
     contactor_feedback_timeout_s: float = 0.5
 
 
-@dataclass
-class ConnectorStats:
-    cycles: int = 0
-    pilot_errors: int = 0
-    relay_errors: int = 0
-    meter_errors: int = 0
-    last_cycle_at: float = 0.0
-    last_meter: MeterReading | None = None
-    last_cp_mv: int | None = None
-    last_contactor_feedback: bool | None = None
-    max_loop_lag_s: float = 0.0  # latest wake-up of the poll timer seen: what the loop suffers
-    contactor_closes: int = 0  # close commands since start (wear; the status page and metrics)
-
-
 class ConnectorController:
     """Runs one connector: the machine, its three drivers, and the loop between them."""
 
@@ -122,6 +106,7 @@ class ConnectorController:
         self.meter = meter
         self.timing = timing
         self.stats = ConnectorStats()
+        self.hardware = HardwareInfo()
         self.on_event = on_event
         self._ev_level: CpLevel | None = None
         self._clock = clock

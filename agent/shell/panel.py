@@ -14,8 +14,10 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from agent.config import ConnectorConfig
 from agent.faults import FAULTS, FaultCode
-from agent.shell.connector import ConnectorController
+from agent.pilot import PilotMachine
+from agent.shell.handle import ConnectorHandle
 
 if TYPE_CHECKING:
     from agent.orderly.service import OrderlyService
@@ -51,7 +53,7 @@ class PanelCache:
         self.sessions = by_connector
 
 
-def limit_setter(app: AgentApp, ctl: ConnectorController) -> dict[str, Any]:
+def limit_setter(app: AgentApp, ctl: ConnectorHandle) -> dict[str, Any]:
     """The limit that sets the offer, as the installer thinks of it: installer (set on the
     page or the CLI, or ``local_limit_a``: ``detail`` says which), aggregator (with its profile
     layer and command), failsafe, cable or hardware."""
@@ -63,9 +65,12 @@ def limit_setter(app: AgentApp, ctl: ConnectorController) -> dict[str, Any]:
         return {"a": lim.limit_a, "source": kind, "detail": lim.source, "layer": lim.layer,
                 "ref": lim.ref, "since": lim.since}
     m = ctl.machine
-    s = m.settings
-    terms = [(s.hardware_rating_a, "hardware"), (s.profile.max_current_a, "hardware"),
-             (m.cable_rating_a or 0.0, "cable")]
+    if isinstance(m, PilotMachine):
+        s = m.settings
+        terms = [(s.hardware_rating_a, "hardware"), (s.profile.max_current_a, "hardware"),
+                 (m.cable_rating_a or 0.0, "cable")]
+    else:  # a retrofitted wallbox: its range and the connector's rating
+        terms = [(ctl.hardware.max_current_a or 0.0, "hardware")]
     conn = next(c for c in app.config.connectors if c.id == ctl.id)
     if conn.local_limit_a is not None:
         terms.append((conn.local_limit_a, "installer"))
@@ -82,8 +87,9 @@ def _fault(code: str) -> dict[str, Any]:
             "clearing": info.clearing}
 
 
-def connector_panel(app: AgentApp, ctl: ConnectorController, cache: PanelCache) -> dict[str, Any]:
+def connector_panel(app: AgentApp, ctl: ConnectorHandle, cache: PanelCache) -> dict[str, Any]:
     m = ctl.machine
+    board = m if isinstance(m, PilotMachine) else None  # None: a retrofitted wallbox
     meter = ctl.stats.last_meter
     conn = next(c for c in app.config.connectors if c.id == ctl.id)
     return {
@@ -92,18 +98,21 @@ def connector_panel(app: AgentApp, ctl: ConnectorController, cache: PanelCache) 
         "evLevel": m.ev_level.name if m.ev_level is not None else None,
         "cpMv": ctl.stats.last_cp_mv,
         "offeredCurrentA": m.offered_current_a,
-        "dutyPermille": m.duty_commanded,
+        "dutyPermille": board.duty_commanded if board else None,
+        "pilot": ctl.hardware.pilot,
+        "wallboxProfile": ctl.hardware.wallbox_profile,
         "limit": limit_setter(app, ctl),
         "ratedA": conn.rated_current_a,
         "cableA": m.cable_rating_a,
         "phases": conn.phases,
-        "connection": conn.connection,
+        "connection": conn.connection if isinstance(conn, ConnectorConfig) else "wallbox",
         "authorisation": conn.authorisation,
         "authorised": m.authorised,
         "contactor": {"commanded": m.contactor_commanded,
                       "feedback": ctl.stats.last_contactor_feedback,
                       "closes": ctl.stats.contactor_closes},
-        "lock": {"commanded": m.lock_commanded, "feedback": m.lock.fb},
+        "lock": {"commanded": board.lock_commanded, "feedback": board.lock.fb} if board
+        else None,
         "temperatureC": m.temperature_c,
         "meter": None if meter is None else {
             "voltageV": list(meter.voltage_v), "currentA": list(meter.current_a),

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.shell.connector import ConnectorController
+from agent.shell.handle import ConnectorHandle
 
 
-def connector_status(ctl: ConnectorController) -> dict[str, Any]:
+def connector_status(ctl: ConnectorHandle) -> dict[str, Any]:
     m = ctl.machine
     meter = ctl.stats.last_meter
     return {
         "connector": ctl.id,
+        "hardware": ctl.hardware.hardware,
+        "pilot": ctl.hardware.pilot,
+        "wallboxProfile": ctl.hardware.wallbox_profile,
         "state": m.state.name,
         "evLevel": m.ev_level.name if m.ev_level is not None else None,
         "cpMv": ctl.stats.last_cp_mv,

@@ -11,19 +11,32 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from agent.config import AgentConfig, Bus, ConnectorConfig, SafetyConfig, SerialBus
+from agent.config import (
+    AgentConfig,
+    Bus,
+    ConnectorConfig,
+    SafetyConfig,
+    SerialBus,
+    WallboxConnectorConfig,
+)
 from agent.pilot import PROFILES, CpLevel, PilotMachine, PilotSettings
+from agent.schedule_wallbox import ENERGY_PERIOD_S, failsafe_a
 from agent.shell.connector import ConnectorController, ConnectorTiming
+from agent.shell.handle import ConnectorHandle, HardwareInfo
+from agent.shell.wallbox_connector import WallboxConnector, WallboxTiming
+from agent.wallbox.machine import WallboxMachine, WallboxSettings
+from agent.wallbox.mapping import max_current_a
 from drivers.bus import BusScheduler
 from drivers.meters import meter_from_config
 from drivers.pilot_board import PilotBoardDriver
 from drivers.relay_board import RelayBoardDriver
+from drivers.wallbox.driver import WallboxDriver
 
 
 @dataclass
 class Wiring:
     buses: dict[str, BusScheduler]
-    controllers: list[ConnectorController]
+    controllers: list[ConnectorHandle]
 
 
 def make_bus(name: str, cfg: Bus) -> BusScheduler:
@@ -105,6 +118,30 @@ def make_controller(
     return ConnectorController(conn.id, machine, pilot, relay, meter, timing)
 
 
+def make_wallbox(
+    config: AgentConfig, conn: WallboxConnectorConfig, buses: dict[str, BusScheduler]
+) -> WallboxConnector:
+    wb = conn.wallbox
+    profile = wb.resolve()
+    machine = WallboxMachine(WallboxSettings(profile, conn.rated_current_a, conn.authorisation,
+                                             lost_s=wb.lost_ms / 1000))
+    driver = WallboxDriver(buses[wb.bus], wb.unit, profile, phases=conn.phases,
+                           watchdog_s=wb.watchdog_s, failsafe_a=failsafe_a(config, conn))
+    meter = None
+    energy_s = ENERGY_PERIOD_S
+    if conn.meter is not None:
+        meter = meter_from_config(
+            conn.meter.model,
+            [r.model_dump() for r in conn.meter.registers] if conn.meter.registers else None,
+            bus=buses[conn.meter.bus], unit=conn.meter.unit,
+            max_words_per_read=config.buses[conn.meter.bus].max_words_per_read)
+        energy_s = conn.meter.poll_ms / 1000
+    hardware = HardwareInfo("wallbox", "wallbox", profile.name,
+                            max_current_a(profile, conn.rated_current_a))
+    timing = WallboxTiming(poll_s=wb.poll_ms / 1000, verify_s=wb.verify_s, energy_s=energy_s)
+    return WallboxConnector(conn.id, machine, driver, meter, timing, hardware)
+
+
 @contextlib.asynccontextmanager
 async def build_wiring(config: AgentConfig) -> AsyncIterator[Wiring]:
     """Buses started (inside the running loop, as pymodbus requires) and stopped on exit."""
@@ -112,5 +149,7 @@ async def build_wiring(config: AgentConfig) -> AsyncIterator[Wiring]:
         buses: dict[str, BusScheduler] = {}
         for name, cfg in config.buses.items():
             buses[name] = await stack.enter_async_context(make_bus(name, cfg))
-        controllers = [make_controller(config, conn, buses) for conn in config.connectors]
+        controllers: list[ConnectorHandle] = [
+            make_controller(config, conn, buses) if isinstance(conn, ConnectorConfig)
+            else make_wallbox(config, conn, buses) for conn in config.connectors]
         yield Wiring(buses, controllers)

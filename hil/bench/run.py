@@ -23,6 +23,7 @@ from hil.bench import (
     p5_meter,
     p6_fleet,
     p7_web,
+    p8_session_record,
 )
 from hil.bench.common import Progress, machine_info
 from hil.bench.notes import attach
@@ -30,7 +31,7 @@ from hil.bench.report import render_markdown, to_json
 from hil.bench.stats import BenchResult
 from hil.runner import REPO_ROOT
 
-ALL = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
+ALL = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
 FULL: dict[str, dict[str, Any]] = {
     "P1": {"commands": 500, "hops": 500},
     "P2": {"per_kind": 70},
@@ -39,6 +40,7 @@ FULL: dict[str, dict[str, Any]] = {
     "P5": {"seconds": 20.0},
     "P6": {"agents": [20, 35, 50], "per_worker": 5, "rounds": 3, "poll_ms": 100.0},
     "P7": {"window_s": 60.0},
+    "P8": {"changes": 10_000, "contrast_changes": 2_000},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "P1": {"commands": 40, "hops": 40},
@@ -48,14 +50,16 @@ QUICK: dict[str, dict[str, Any]] = {
     "P5": {"seconds": 5.0},
     "P6": {"agents": [3, 6], "per_worker": 3, "rounds": 2, "poll_ms": 100.0},
     "P7": {"window_s": 5.0},
+    "P8": {"changes": 1_000, "contrast_changes": 400},
 }
 RUNNERS: dict[str, Callable[..., Awaitable[BenchResult]]] = {
     "P1": p1_latency.run, "P2": p2_reaction.run, "P3": p3_footprint.run,
     "P4": p4_drain.run, "P5": p5_meter.run, "P6": p6_fleet.run, "P7": p7_web.run,
+    "P8": p8_session_record.run,
 }
 TITLES = {"P1": "setLimit latency", "P2": "safety reaction", "P3": "footprint",
           "P4": "journal drain", "P5": "meter throughput", "P6": "fleet",
-          "P7": "status page"}
+          "P7": "status page", "P8": "session record per change"}
 
 
 async def run_all(out_dir: Path, *, quick: bool, only: list[str]) -> list[BenchResult]:

@@ -29,9 +29,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.api.jws import sign_envelope
 from agent.config import parse_config
-from hil.rig import Rig, RigOptions
+from hil.rig import RigOptions
 from hil.runner import AgentProcess
 from hil.scenario import deep_merge
+from hil.wallbox_rig import make_rig
 from tests.broker import MosquittoBroker, Recorder, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +112,7 @@ class AgentOnRig:
             "random_delay_max_s": 0, "telemetry_period_s": 2, "telemetry_idle_period_s": 5,
             "keepalive_s": 5, **(mqtt or {})}
         self.config = agent_config(device_id, overrides, connector, base)
-        self.rig = Rig(self.config, run_dir / "rig", options=RigOptions())
+        self.rig = make_rig(self.config, run_dir / "rig", options=RigOptions())
         self.recorder = Recorder(broker.host, broker.port, [f"{self.base}/#"],
                                  identifier=f"test-consumer-{device_id}" if recorder_session
                                  else None, session=recorder_session)

@@ -28,7 +28,7 @@ from agent.orderly.installer import (
 from agent.orderly.local import LocalService, local_limit_in_force
 from agent.pilot import PilotMachine
 from agent.shell.app import AgentApp
-from agent.shell.connector import ConnectorStats
+from agent.shell.handle import ConnectorStats, HardwareInfo
 from agent.shell.wiring import pilot_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +42,7 @@ class StandInController:
     machine: PilotMachine
     stats: ConnectorStats = field(default_factory=ConnectorStats)
     on_event: Any = None
+    hardware: HardwareInfo = field(default_factory=HardwareInfo)
 
     async def feed(self, event: Any) -> Any:
         return self.machine.step(event, time.monotonic())

@@ -451,12 +451,13 @@ async def real_agent(tmp_path: Path) -> AsyncIterator[Any]:
     from agent.orderly.local import LocalService
     from agent.pilot import PilotMachine
     from agent.shell.app import AgentApp
-    from agent.shell.connector import ConnectorStats
+    from agent.shell.handle import ConnectorStats, HardwareInfo
     from agent.shell.wiring import pilot_settings
 
     class Controller:  # what the agent's socket and services use of a ConnectorController
         def __init__(self, machine: PilotMachine) -> None:
             self.id, self.machine, self.stats, self.on_event = 1, machine, ConnectorStats(), None
+            self.hardware = HardwareInfo()
 
         async def feed(self, event: Any) -> Any:
             return self.machine.step(event, time.monotonic())
