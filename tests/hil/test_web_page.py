@@ -186,6 +186,13 @@ async def test_page_follows_the_charger_and_sets_a_limit_with_the_token(
             assert [(e["action"], e["request"]["limit_a"]) for e in accepted] == [("limit", 10)]
             assert TOKEN not in (a.rig.state_dir / "security.log").read_text()
 
+            # The aggregator's last command shows on the page (20 A: the installer's 10 A
+            # stays the lower limit).
+            reply = await a.send("setLimit", {"limit": {"value": 20, "unit": "A"},
+                                              "durationS": 600}, connector=1)
+            assert reply["status"] == "accepted"
+            await page.wait_for_selector("[data-testid=last-command] >> text=setLimit accepted",
+                                         timeout=WAIT_MS)
             await a.wait(lambda: 5 < a.rig.ev.current_a() < 10.5, "the vehicle following")
             await asyncio.sleep(5.5)  # meter readings and the session list on the page
             await page.screenshot(path=str(tmp_path / "status-page-zh.png"), full_page=True)
@@ -196,6 +203,18 @@ async def test_page_follows_the_charger_and_sets_a_limit_with_the_token(
                                        timeout=WAIT_MS)
             assert "Charging" in await en.inner_text("[data-testid=state-1]")
             await en.screenshot(path=str(tmp_path / "status-page-en.png"), full_page=True)
+
+            # A fault shows with its fix hint; the installer resets it through the page.
+            a.rig.inject("estop")
+            await page.wait_for_selector("[data-testid=faults-1] >> text=ESTOP", timeout=WAIT_MS)
+            assert "释放急停按钮" in await page.inner_text("[data-testid=faults-1]")
+            await a.wait(lambda: not a.rig.contactor_closed(), "the contactor open")
+            a.rig.inject("estop", False)
+            await page.click("[data-testid=reset-1]")
+            await page.wait_for_selector('[data-testid=faults-1][data-count="0"]',
+                                         timeout=WAIT_MS)
+            assert [e["action"] for e in security_log(a) if e["what"] == "webAction"] == [
+                "limit", "reset"]
         finally:
             await browser.close()
     if os.environ.get("EVSE_UPDATE_SCREENSHOTS") == "1":

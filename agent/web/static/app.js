@@ -131,7 +131,7 @@
     const dl = h("dl", {});
     for (const [k, ...v] of rows) dl.append(h("dt", {}, k), h("dd", {}, ...v));
     const faults = c.faults || [];
-    const fl = h("div", { class: "faults-box", "data-testid": `faults-${id}` });
+    const fl = h("div", { class: "faults-box", "data-testid": `faults-${id}`, "data-count": String(faults.length) });
     if (faults.length) {
       const ul = h("ul", {});
       for (const f of faults) {
@@ -185,7 +185,7 @@
       h("dt", {}, t("reconnects")), h("dd", {}, String(link.connects)),
       h("dt", {}, t("backlog")), h("dd", { "data-testid": "backlog" }, `${link.backlog ?? "–"} ${t("messages")}`),
       h("dt", {}, t("lastCommand")), h("dd", { "data-testid": "last-command" },
-        lc ? `${lc.type || "?"} ${lc.status}${lc.reason && lc.reason !== "ok" ? " (" + lc.reason + ")" : ""} · ${fmtTime(lc.at)}` : "–"));
+        lc ? `${lc.type || "?"} ${lc.status}${lc.reason && String(lc.reason).toLowerCase() !== "ok" ? " (" + lc.reason + ")" : ""} · ${fmtTime(lc.at)}` : "–"));
     if (link.failsafe) dl.append(h("dt", {}, t("failsafe")), h("dd", { class: "down" }, t("failsafeActive")));
     if (link.lastError && !link.connected) dl.append(h("dt", {}, "error"), h("dd", {}, link.lastError));
     el.replaceChildren(dl);
