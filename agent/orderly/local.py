@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from agent.api.reasons import StopReason
 from agent.config import AgentConfig, AnyConnector
+from agent.errors import JournalError
 from agent.journal import Entry
 from agent.ledger import Ledger
 from agent.orderly.events import EventLog
@@ -93,7 +94,11 @@ class LocalService:
         self.connectors: dict[int, AnyConnector] = {c.id: c for c in config.connectors}
         self.installer = InstallerLimits(config.state_dir)
         self._since = SinceTracker()
-        self.ledger = Ledger(config.state_dir / "sessions.db")
+        try:
+            self.ledger = Ledger(config.state_dir / "sessions.db")
+        except JournalError as exc:  # charging never depends on the record: keep it in memory
+            log.error("ledger_unavailable", error=str(exc), fallback="memory")
+            self.ledger = Ledger(":memory:")
         self.trackers = {cid: SessionTracker(
             cid, self.ledger, NoEvents(), reading=self._reading(ctl), offline=lambda: True,
             idle_occupancy_s=lambda: float("inf"), local=True)

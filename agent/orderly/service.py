@@ -156,7 +156,10 @@ class OrderlyService:
         as ``installer``; None returns to the configured ``local_limit_a``."""
         await asyncio.to_thread(self.installer.set, cid, limit_a, time.time())
         conn = next(c for c in self.config.connectors if c.id == cid)
-        self.control.set_site_limit(cid, site_limit(conn.local_limit_a, self.installer.get(cid)))
+        site = site_limit(conn.local_limit_a, self.installer.get(cid))
+        log.info("installer_limit_set", connector=cid, limit_a=limit_a, in_force=site,
+                 source="installer" if limit_a is not None else "config")
+        self.control.set_site_limit(cid, site)
 
     def limit(self, cid: int) -> LimitInForce:
         """The composite's binding term and where it came from (``evse-agent status``)."""

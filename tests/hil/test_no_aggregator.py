@@ -5,7 +5,9 @@
   nothing, the limit survives an agent restart and ``limit none`` restores the configured one;
 - ``evse-agent status --json`` says which limit is in force and where it came from;
 - the session (one plug-in, across the restart) is listed by ``evse-agent sessions --json`` with
-  its energy from the meter's register, its max current and the limits that applied.
+  its energy from the meter's register, its max current and the limits that applied;
+- when an aggregator is configured later, the local history stays local (listed, never sent)
+  and the next session is reported as usual.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from hil.rig import Rig, RigOptions
 from hil.runner import AgentProcess
-from tests.broker import wait_until
+from tests.broker import MosquittoBroker, Recorder, wait_until
 from tests.hil.orderly_harness import agent_config, run_cli
 
 pytestmark = pytest.mark.hil
@@ -120,3 +123,62 @@ async def test_local_limit_applies_persists_and_shows_in_status(tmp_path: Path) 
             assert code == 0 and "kWh" in out and len(out.splitlines()) == 2  # header, one row
         finally:
             await asyncio.to_thread(agent.stop)
+
+
+async def charge_once(rig: Rig, cfg: Path, sessions_before: int) -> dict[str, Any]:
+    """Plug in, charge a few Wh, unplug; the closed session as `sessions --json` lists it."""
+    start_wh = rig.connector(1).energy_wh
+    rig.ev_action("plug_in", cable_a=32.0)
+    rig.ev_action("close_s2")
+    await wait_until(rig.contactor_closed, WAIT_S, "contactor closed")
+    await wait_until(lambda: rig.connector(1).energy_wh > start_wh + 2.0, WAIT_S, "2 Wh")
+    rig.ev_action("unplug")
+    for _ in range(100):
+        code, out, err = await cli(cfg, "sessions", "--json")
+        assert code == 0, err
+        listed: list[dict[str, Any]] = json.loads(out)
+        if len(listed) > sessions_before and listed[-1]["end"] is not None:
+            return listed[-1]
+        await asyncio.sleep(0.1)
+    raise AssertionError("the session was not listed as closed")
+
+
+async def test_local_history_stays_local_when_an_aggregator_is_configured_later(
+        tmp_path: Path, broker: MosquittoBroker) -> None:
+    device = "CN-LOCAL-0002"
+    config = agent_config(device, {"mqtt": None})
+    async with Rig(config, tmp_path / "run", options=RigOptions()) as rig:
+        local_cfg = await asyncio.to_thread(rig.write_patched_config)
+        agent = await start(local_cfg, tmp_path / "agent-local.log")
+        try:
+            local = await charge_once(rig, local_cfg, 0)
+        finally:
+            await asyncio.to_thread(agent.stop)
+        assert local["reportedUpstream"] is False
+
+        data = rig.patched_config()  # the owner joins an aggregator: same state directory
+        data["mqtt"] = {"host": broker.host, "port": broker.port, "tls": False,
+                        "random_delay_max_s": 0, "telemetry_period_s": 2, "keepalive_s": 5}
+        mqtt_cfg = tmp_path / "agent-mqtt.yaml"
+        mqtt_cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        recorder = Recorder(broker.host, broker.port, [f"evse/v1/{device}/#"])
+        await recorder.connect()
+        agent = await start(mqtt_cfg, tmp_path / "agent-mqtt.log")
+        try:
+            reported = await charge_once(rig, mqtt_cfg, 1)
+            evt = f"evse/v1/{device}/evt"
+            await wait_until(lambda: any(e.get("type") == "sessionEnded"
+                                         for e in recorder.json_on(evt)), WAIT_S, "sessionEnded")
+            await asyncio.sleep(1.0)  # a resend of the local one would come with it
+            ended = [e["body"]["sessionId"] for e in recorder.json_on(evt)
+                     if e.get("type") == "sessionEnded"]
+            code, out, err = await cli(mqtt_cfg, "sessions", "--json")
+            assert code == 0, err
+            listed = json.loads(out)
+        finally:
+            await asyncio.to_thread(agent.stop)
+            await recorder.close()
+    assert set(ended) == {reported["sessionId"]}  # the local session was never sent
+    assert [s["sessionId"] for s in listed] == [local["sessionId"], reported["sessionId"]]
+    assert [s["reportedUpstream"] for s in listed] == [False, True]
+    assert listed[0]["energyWh"] == local["energyWh"] > 0

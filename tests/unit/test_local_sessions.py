@@ -145,3 +145,16 @@ def test_render_sessions_lists_one_line_per_session() -> None:
     text = render_sessions([row])
     assert "2.500" in text and "(plugged in)" in text and "1 (+40 merged)" in text
     assert render_sessions([]) == "no sessions recorded"
+
+
+async def test_an_unwritable_ledger_does_not_stop_the_charger(tmp_path: Path) -> None:
+    (tmp_path / "sessions.db").mkdir()  # a directory where the file should be: cannot open
+    svc, ctl = service(config(tmp_path, local_limit_a=16.0))
+    assert ctl.machine.requested_current_a == 16.0  # the limit still applies
+    task = asyncio.create_task(svc.run())
+    try:
+        await one_session(svc, ctl)
+        [s] = await svc.sessions(None, None)  # recorded, in memory
+        assert s["energyWh"] == 2_500
+    finally:
+        task.cancel()
