@@ -46,6 +46,7 @@ from agent.wallbox.machine import (
 from agent.wallbox.mapping import command_amps
 from drivers.interfaces import Meter
 from drivers.wallbox.driver import WallboxDriver
+from drivers.wallbox.profiles import WallboxCommand
 
 log = structlog.get_logger("agent.wallbox")
 
@@ -204,6 +205,9 @@ class WallboxConnector:
             self._deadline = step.next_deadline
             for action in step.actions:
                 await self._apply(action, now)
+            if self.driver.command != self.machine.command and not self._write_pending:
+                # a step taken outside this task (a service's first limit) changed the command
+                await self._write(self.machine.command)
             level = self.machine.ev_level
             if level is not None and level != self._ev_level:
                 old, self._ev_level = self._ev_level, level
@@ -213,22 +217,23 @@ class WallboxConnector:
 
     async def _apply(self, action: WallboxAction, now: float) -> None:
         if isinstance(action, WriteCommand):
-            cmd = action.command
-            try:
-                await self.driver.apply(cmd)
-                self._write_pending = False
-            except DriverError as exc:
-                # re-sent when the wallbox answers again; its watchdog covers the meantime
-                self._write_pending = True
-                log.error("action_failed", connector=self.id, action=repr(action),
-                          error=str(exc))
-            log.info("wallbox_current_commanded", connector=self.id, raw=cmd.raw,
-                     enabled=cmd.enabled, current_a=command_amps(self.driver.profile, cmd))
+            await self._write(action.command)
             return
         if isinstance(action, FaultCleared) and action.code is FaultCode.WALLBOX_LOST:
             self._reprogram_pending = True  # it may have reset while we could not see it
         self._notify(action, now)
         self._log(action)
+
+    async def _write(self, cmd: WallboxCommand) -> None:
+        try:
+            await self.driver.apply(cmd)
+            self._write_pending = False
+        except DriverError as exc:
+            # re-sent when the wallbox answers again; its watchdog covers the meantime
+            self._write_pending = True
+            log.error("action_failed", connector=self.id, action=repr(cmd), error=str(exc))
+        log.info("wallbox_current_commanded", connector=self.id, raw=cmd.raw,
+                 enabled=cmd.enabled, current_a=command_amps(self.driver.profile, cmd))
 
     def _notify(self, note: Any, now: float) -> None:
         if self.on_event is not None:

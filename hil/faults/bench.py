@@ -28,6 +28,7 @@ from hil.faults.proxy import BlackholeProxy
 from hil.rig import Rig, RigOptions
 from hil.runner import DEFAULT_CONFIG, AgentProcess
 from hil.scenario import deep_merge
+from hil.wallbox_rig import make_rig
 
 DEVICE_ID = "CN-FAULT-0001"
 AGGREGATOR, AGGREGATOR_PASSWORD = "aggregator", "bench-only-password"
@@ -43,6 +44,19 @@ BASE_OVERRIDES: dict[str, Any] = {
 }
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RETROFIT_CONFIG = REPO_ROOT / "config" / "retrofit-heidelberg.example.yaml"
+# a retrofitted Heidelberg with short timers (the behaviour is that of the example's 10 s)
+RETROFIT_OVERRIDES: dict[str, Any] = {
+    "device_id": DEVICE_ID,
+    "connectors": [{"id": 1, "hardware": "wallbox", "rated_current_a": 16, "phases": 3,
+                    "nominal_voltage_v": 230,
+                    "wallbox": {"bus": "wallbox", "unit": 1, "profile": "heidelberg",
+                                "poll_ms": 200, "verify_s": 1, "lost_ms": 1500,
+                                "watchdog_s": 2, "failsafe_current_a": 8}}],
+}
+
+
 def mqtt_section(port: int, **extra: Any) -> dict[str, Any]:
     return {"host": "127.0.0.1", "port": port, "tls": False, "keepalive_s": 5,
             "telemetry_period_s": 1, "telemetry_idle_period_s": 2, "random_delay_max_s": 0,
@@ -54,8 +68,9 @@ class Bench:
 
     def __init__(self, out_dir: Path, *, overrides: dict[str, Any] | None = None,
                  mqtt: bool = False, refuse_anonymous: bool = False,
-                 mqtt_extra: dict[str, Any] | None = None) -> None:
+                 mqtt_extra: dict[str, Any] | None = None, retrofit: bool = False) -> None:
         self.out_dir = out_dir.resolve()
+        self.retrofit = retrofit  # a wallbox (hardware: wallbox) instead of our boards
         self.overrides = overrides or {}
         self.use_mqtt = mqtt
         self.refuse_anonymous = refuse_anonymous
@@ -73,8 +88,11 @@ class Bench:
     async def __aenter__(self) -> Bench:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            data = yaml.safe_load(DEFAULT_CONFIG.read_text())
-            data = deep_merge(data, BASE_OVERRIDES)
+            if self.retrofit:
+                data = deep_merge(yaml.safe_load(RETROFIT_CONFIG.read_text()),
+                                  RETROFIT_OVERRIDES)
+            else:
+                data = deep_merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), BASE_OVERRIDES)
             if self.use_mqtt:
                 # the aggregator logs in; the agent connects anonymously (plain, loopback)
                 self.broker = Mosquitto(self.out_dir / "mosquitto",
@@ -89,7 +107,7 @@ class Bench:
                                             password=AGGREGATOR_PASSWORD).start()
             data = deep_merge(data, self.overrides)
             config = parse_config(data, source="fault bench")
-            self.rig = Rig(config, self.out_dir / "run", options=RigOptions())
+            self.rig = make_rig(config, self.out_dir / "run", options=RigOptions())
             await self.rig.start()
         except BaseException:
             await self.close()

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hil.faults import clock, devices, durability, link
+from hil.faults import clock, devices, durability, link, wallbox
 from hil.faults.bench import Bench
 from hil.faults.outcome import Outcome
 
@@ -63,6 +63,19 @@ CASES: tuple[FaultCase, ...] = (
     FaultCase("config_invalid", "config file invalid", durability.config_invalid, True, False),
     FaultCase("config_over_budget", "config over the reaction budget",
               durability.config_over_budget, True, False),
+    # a retrofitted wallbox (hardware: wallbox, Heidelberg): safe = its fail-safe or paused
+    FaultCase("wallbox_silent", "wallbox silent", wallbox.wallbox_silent, True, True,
+              bench=wallbox.RETROFIT),
+    FaultCase("wallbox_slow", "wallbox slow answers (3x timeout)", wallbox.wallbox_slow, False,
+              True, bench=wallbox.RETROFIT),
+    FaultCase("wallbox_reset", "wallbox resets to its defaults", wallbox.wallbox_reset, False,
+              True, bench=wallbox.RETROFIT),
+    FaultCase("wallbox_state_invalid", "wallbox state outside its table",
+              wallbox.wallbox_state_invalid, True, True, bench=wallbox.RETROFIT),
+    FaultCase("wallbox_bus_cut", "wallbox RS-485 cable cut", wallbox.wallbox_bus_cut, True, True,
+              bench=wallbox.RETROFIT),
+    FaultCase("wallbox_agent_killed", "agent SIGKILLed (wallbox)", wallbox.wallbox_agent_killed,
+              True, True, bench=wallbox.RETROFIT),
 )
 
 

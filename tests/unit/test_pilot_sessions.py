@@ -11,10 +11,15 @@ Times are simulated seconds of the in-memory rig.
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
+
 import pytest
+from test_limits_delay import DEFAULT16, SESSION, T0
 from test_pilot_rig import Rig
 
 from agent.faults import FAULTS, ClearPolicy, FaultCode
+from agent.limits import LimitsEngine
 from agent.pilot import (
     Authorize,
     FaultCleared,
@@ -133,6 +138,28 @@ def test_the_hourly_close_cap_still_applies_across_sessions() -> None:
     rig.ev.cp = "3"
     rig.run(60.0)
     assert first_pwm(rig, t) is None and not rig.coil  # cap reached: no PWM, no close
+
+
+def test_the_randomised_delay_still_applies_to_the_next_session() -> None:
+    """The pilot's minimum off time ends with the session; the random delay of the limits
+    layer does not: the next session's first charge start waits a draw of its own."""
+    draws: list[float] = []
+
+    def uniform(a: float, b: float) -> float:
+        draws.append(random.Random(len(draws)).uniform(a, b))
+        return draws[-1]
+
+    engine = LimitsEngine(uniform, random_delay_max_s=600.0)
+    engine.apply_profile(DEFAULT16, T0 - 3600)
+    first = engine.effective_limit(T0, 1, SESSION)
+    assert first.drawn is not None
+    assert engine.effective_limit(first.drawn.until, 1, SESSION).limit_a == 16
+    unplugged = first.drawn.until + 60.0
+    engine.effective_limit(unplugged, 1, replace(SESSION, session_start=None))
+    again = unplugged + 0.5
+    nxt = engine.effective_limit(again, 1, replace(SESSION, session_start=again))
+    assert nxt.drawn is not None and nxt.drawn.what == "chargeStart" and len(draws) == 2
+    assert (nxt.limit_a, nxt.paused) == (0.0, True)  # no PWM until the new draw is over
 
 
 def test_a_different_car_after_a_fault_cleared_by_unplug_gets_pwm_at_once() -> None:

@@ -511,3 +511,13 @@ async def test_against_the_agents_own_socket(real_agent: Any, tmp_path: Path) ->
         await server.close()
     whats = [e["what"] for e in security_log(tmp_path)]
     assert whats == ["webAction", "webActionRefused"]
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "config").glob("*.example.yaml")),
+                         ids=lambda p: p.name)
+def test_every_example_config_documents_the_web_section(example: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load(example.read_text())
+    assert set(data.get("web") or {}) == set(WebConfig.model_fields), example.name
+    assert WebConfig.model_validate(data["web"]) == WebConfig()  # the documented defaults

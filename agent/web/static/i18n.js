@@ -88,6 +88,8 @@ window.EVSE_I18N = {
       PILOT_BOARD_LOST: "控制导引板失联", PILOT_BOARD_FROZEN: "控制导引板数据冻结",
       PILOT_BOARD_FAILSAFE: "控制导引板进入保护", PILOT_SELFTEST_FAIL: "控制导引板自检失败",
       RELAY_BOARD_LOST: "继电器板失联", METER_LOST: "电能表失联", INTERNAL_ERROR: "内部错误",
+      WALLBOX_LOST: "改造壁挂充电盒失联", WALLBOX_STATE_INVALID: "充电盒状态值无效",
+      WALLBOX_FAULT: "充电盒自身故障",
     },
     faultFix: {
       CP_SHORT: "检查枪头与 CP 线路，排除短路后拔枪或复位",
@@ -108,6 +110,9 @@ window.EVSE_I18N = {
       RELAY_BOARD_LOST: "检查继电器板总线接线与供电，恢复后自动清除",
       METER_LOST: "检查电能表总线接线、地址与波特率，恢复后自动清除",
       INTERNAL_ERROR: "需重启代理（systemctl restart evse-agent）并上报日志",
+      WALLBOX_LOST: "检查充电盒总线接线、地址与供电，恢复通信后自动清除（期间按其自身保护电流）",
+      WALLBOX_STATE_INVALID: "检查充电盒型号配置（wallbox 配置的状态表），收到有效状态后自动清除",
+      WALLBOX_FAULT: "按充电盒说明书排除其自身故障，恢复车辆状态 A-D 后自动清除",
     },
   },
 };
