@@ -193,7 +193,15 @@ def _sessions(args: argparse.Namespace) -> int:
         return 2
     config: AgentConfig = load_config(args.config)
     req: dict[str, Any] = {"cmd": "sessions", "since": since, "connector": args.connector}
-    reply = localapi.request(localapi.socket_path(config.state_dir), req, timeout_s=30.0)
+    try:
+        reply = localapi.request(localapi.socket_path(config.state_dir), req, timeout_s=30.0)
+    except AgentError as exc:  # agent stopped: read the ledger file itself, read-only
+        from agent.ledger import read_sessions
+
+        path = config.state_dir / "sessions.db"
+        print(f"evse-agent sessions: {exc}; reading {path} directly", file=sys.stderr)
+        found = read_sessions(path, since=since, connector=args.connector)
+        reply = {"ok": True, "sessions": [s.listing() for s in found]}
     if not reply.get("ok"):
         print(json.dumps(reply, indent=2))
         return 1

@@ -17,10 +17,12 @@ import sqlite3
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
+from agent.errors import JournalError
 from agent.ledger_bound import MergedCurtailments, MergedDelays, bound_curtailments, bound_delays
-from agent.store import Database, Quarantine, rfc3339
+from agent.store import Database, Quarantine, rfc3339, to_journal_error
 
 POWER_LOSS = "PowerLoss"
 
@@ -311,16 +313,8 @@ class Ledger:
     def sessions(self, *, since: float | None = None,
                  connector: int | None = None) -> list[Session]:
         """Sessions still open or ended at or after ``since``, oldest first."""
-        where, args = ["1"], []
-        if since is not None:
-            where.append("(plug_out_at IS NULL OR plug_out_at >= ?)")
-            args.append(since)
-        if connector is not None:
-            where.append("connector = ?")
-            args.append(connector)
-        rows = self._db.query(f"SELECT {_COLUMNS} FROM sessions WHERE {' AND '.join(where)}"
-                              " ORDER BY plug_in_at", tuple(args))
-        return [_load(r, "") for r in rows]
+        sql, args = _listing_query(since, connector)
+        return [_load(r, "") for r in self._db.query(sql, args)]
 
     def mark_reported(self, session_id: str, seq: int) -> None:
         """The sessionEnded record was journaled as ``seq``."""
@@ -359,6 +353,41 @@ class Ledger:
 
     def close_db(self) -> None:
         self._db.close()
+
+
+def _listing_query(since: float | None, connector: int | None) -> tuple[str, tuple[Any, ...]]:
+    where, args = ["1"], []
+    if since is not None:
+        where.append("(plug_out_at IS NULL OR plug_out_at >= ?)")
+        args.append(since)
+    if connector is not None:
+        where.append("connector = ?")
+        args.append(connector)
+    return (f"SELECT {_COLUMNS} FROM sessions WHERE {' AND '.join(where)} ORDER BY plug_in_at",
+            tuple(args))
+
+
+def read_sessions(path: Path, *, since: float | None = None,
+                  connector: int | None = None) -> list[Session]:
+    """The sessions of a ledger no agent is running on, read without writing anything (no
+    -wal/-shm created, no schema change: ``evse-agent sessions`` with the agent stopped)."""
+    if not path.exists():
+        raise JournalError("no session ledger", path=str(path), cause="io")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        raise to_journal_error(exc, "reading sessions", path) from exc
+    try:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+        if any(name not in have for name, _ in _ADDED_COLUMNS):
+            raise JournalError("the ledger predates this agent version: start the agent once",
+                               path=str(path), cause="schema")
+        sql, args = _listing_query(since, connector)
+        return [_load(r, "") for r in conn.execute(sql, args).fetchall()]
+    except sqlite3.Error as exc:
+        raise to_journal_error(exc, "reading sessions", path) from exc
+    finally:
+        conn.close()
 
 
 def _closed(

@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from agent.faults import FaultCode
+from agent.pilot import PilotState
 from hil.ev import current_from_duty
 from hil.rig import Rig, RigOptions
 from hil.runner import AgentProcess
@@ -36,6 +38,17 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "hil-token-5f1c2a9e7b3d4c60a8e1"
 WAIT_MS = 20_000
+MISSING_TEXTS = """({codes, states}) => {
+  const I = window.EVSE_I18N, out = [];
+  for (const k of Object.keys(I.en)) if (!(k in I.zh)) out.push("zh." + k);
+  for (const k of Object.keys(I.zh)) if (!(k in I.en)) out.push("en." + k);
+  for (const l of ["en", "zh"]) for (const s of states) if (!I[l].states[s]) out.push(l + "." + s);
+  for (const c of codes) {
+    if (!I.zh.faultNames[c]) out.push("zh.faultNames." + c);
+    if (!I.zh.faultFix[c]) out.push("zh.faultFix." + c);
+  }
+  return out;
+}"""
 
 
 def free_port() -> int:
@@ -145,6 +158,10 @@ async def test_page_follows_the_charger_and_sets_a_limit_with_the_token(
             await page.wait_for_selector('[data-testid=state-1][data-state="IDLE"]',
                                          timeout=WAIT_MS)
             assert await page.locator("html").get_attribute("lang") == "zh-CN"
+            # Every text in both languages: each key, state, fault name and fix hint.
+            missing = await page.evaluate(MISSING_TEXTS, {
+                "codes": [c.value for c in FaultCode], "states": [s.name for s in PilotState]})
+            assert missing == []
             await page.evaluate("window.__loadedOnce = true")
 
             # The EV plugs in and asks for energy: the page follows by itself.

@@ -158,3 +158,33 @@ async def test_an_unwritable_ledger_does_not_stop_the_charger(tmp_path: Path) ->
         assert s["energyWh"] == 2_500
     finally:
         task.cancel()
+
+
+def test_sessions_are_listed_read_only_when_the_agent_is_stopped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import yaml
+
+    from agent.cli import main
+
+    led = Ledger(tmp_path / "sessions.db")
+    s = led.open_session(1, 1_790_000_000.0, 100, session_id="kept")
+    led.update(s.session_id, current_a=15.5)
+    led.close(s.session_id, 1_790_000_600.0, 1_600, "EVDisconnected")
+    led.mark_local(s.session_id)
+    led.close_db()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" /
+                           "evse-agent.example.yaml").read_text())
+    data["state_dir"] = str(tmp_path)
+    cfg = tmp_path.parent / f"{tmp_path.name}.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["sessions", "--json", "-c", str(cfg)]) == 0  # no agent: no control socket
+    out, err = capsys.readouterr()
+    [row] = json.loads(out)
+    assert (row["sessionId"], row["energyWh"], row["maxCurrentA"]) == ("kept", 1_500, 15.5)
+    assert "reading" in err and "directly" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    assert main(["sessions", "--since", "1d", "-c", str(cfg)]) == 0
+    assert "no sessions recorded" in capsys.readouterr().out

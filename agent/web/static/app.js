@@ -114,9 +114,9 @@
     const cont = c.contactor || {}, lock = c.lock || {};
     const rows = [
       [t("evLevel"), h("span", { "data-testid": `ev-${id}`, "data-level": c.evLevel || "" }, c.evLevel ? sub("levels", c.evLevel) : "–")],
-      [t("cp"), `${num(c.cpMv / 1000, 2)} V`],
+      [t("cp"), typeof c.cpMv === "number" ? `${num(c.cpMv / 1000, 2)} V` : "–"],
       [t("offer"), h("span", { "data-testid": `offer-${id}` }, c.offeredCurrentA ? `${num(c.offeredCurrentA, 1)} A` : t("noOffer")),
-        `  (${t("duty")} ${num(c.dutyPermille / 10, 1)} %)`],
+        typeof c.dutyPermille === "number" ? `  (${t("duty")} ${num(c.dutyPermille / 10, 1)} %)` : ""],
       [t("setBy"), h("span", { "data-testid": `limit-${id}`, "data-source": lim.source || "" }, `${sourceText}: ${num(lim.a, 1)} A`)],
       [t("contactor"), h("span", { "data-testid": `contactor-${id}` },
         `${t("commanded")} ${onOff(cont.commanded, "closed", "open")} · ${t("feedback")} ${onOff(cont.feedback, "closed", "open")} · ${t("closes")} ${cont.closes ?? 0}`)],

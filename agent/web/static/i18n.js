@@ -38,7 +38,8 @@ window.EVSE_I18N = {
                origin_not_allowed: "request from another site refused",
                host_not_allowed: "unexpected host name", not_configured: "not configured here",
                agent_refused: "the agent refused", agent_unreachable: "agent not reachable",
-               bad_limit: "limit must be 0..80 A" },
+               bad_limit: "limit must be 0..80 A",
+               too_many_wrong_tokens: "too many wrong tokens: wait a minute" },
     actions: { limit: "local limit", reset: "fault reset", start: "start", stop: "stop" },
     faultNames: {}, faultFix: {},
   },
@@ -78,7 +79,8 @@ window.EVSE_I18N = {
                token_wrong: "令牌错误", origin_not_allowed: "拒绝来自其他站点的请求",
                host_not_allowed: "主机名不符", not_configured: "本接口未配置此功能",
                agent_refused: "代理拒绝", agent_unreachable: "无法连接代理",
-               bad_limit: "限流值须为 0..80 A" },
+               bad_limit: "限流值须为 0..80 A",
+               too_many_wrong_tokens: "令牌错误次数过多，请一分钟后再试" },
     actions: { limit: "本地限流", reset: "故障复位", start: "启动充电", stop: "停止充电" },
     faultNames: {
       CP_SHORT: "CP 对地短路", CP_INVALID: "CP 电压异常", DIODE_FAULT: "车辆二极管故障",
@@ -88,6 +90,8 @@ window.EVSE_I18N = {
       PILOT_BOARD_LOST: "控制导引板失联", PILOT_BOARD_FROZEN: "控制导引板数据冻结",
       PILOT_BOARD_FAILSAFE: "控制导引板进入保护", PILOT_SELFTEST_FAIL: "控制导引板自检失败",
       RELAY_BOARD_LOST: "继电器板失联", METER_LOST: "电能表失联", INTERNAL_ERROR: "内部错误",
+      WALLBOX_LOST: "改造壁挂充电盒失联", WALLBOX_STATE_INVALID: "充电盒状态值无效",
+      WALLBOX_FAULT: "充电盒自身故障",
     },
     faultFix: {
       CP_SHORT: "检查枪头与 CP 线路，排除短路后拔枪或复位",
@@ -108,6 +112,9 @@ window.EVSE_I18N = {
       RELAY_BOARD_LOST: "检查继电器板总线接线与供电，恢复后自动清除",
       METER_LOST: "检查电能表总线接线、地址与波特率，恢复后自动清除",
       INTERNAL_ERROR: "需重启代理（systemctl restart evse-agent）并上报日志",
+      WALLBOX_LOST: "检查充电盒总线接线、地址与供电，恢复通信后自动清除（期间按其自身保护电流）",
+      WALLBOX_STATE_INVALID: "检查充电盒型号配置（wallbox 配置的状态表），收到有效状态后自动清除",
+      WALLBOX_FAULT: "按充电盒说明书排除其自身故障，恢复车辆状态 A-D 后自动清除",
     },
   },
 };
