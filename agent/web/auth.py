@@ -16,6 +16,9 @@ from __future__ import annotations
 import hmac
 import os
 import stat
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,3 +104,25 @@ class Gate:
         if not hmac.compare_digest(given.encode(), self.token.encode()):
             return "token_wrong"
         return None
+
+
+class WrongTokenThrottle:
+    """After ``limit`` wrong tokens within ``window_s``, every action is refused until the
+    window has passed (the right token too): guessing gets ``limit`` tries a minute."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self._clock = limit, window_s, clock
+        self._wrong: deque[float] = deque()
+
+    def _trim(self) -> None:
+        now = self._clock()
+        while self._wrong and now - self._wrong[0] >= self.window_s:
+            self._wrong.popleft()
+
+    def blocked(self) -> bool:
+        self._trim()
+        return len(self._wrong) >= self.limit
+
+    def wrong(self) -> None:
+        self._wrong.append(self._clock())

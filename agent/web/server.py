@@ -28,7 +28,7 @@ from agent import localapi
 from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.orderly.security import SecurityLog
-from agent.web.auth import Gate, load_token, token_path
+from agent.web.auth import Gate, WrongTokenThrottle, load_token, token_path
 from agent.web.metrics import registry
 from agent.web.source import PanelSource, ask_agent
 
@@ -43,6 +43,7 @@ SOURCE_KEY = web.AppKey("source", PanelSource)
 GATE_KEY = web.AppKey("gate", Gate)
 SECURITY_KEY = web.AppKey("security", SecurityLog)
 CONFIG_KEY = web.AppKey("config", AgentConfig)
+THROTTLE_KEY = web.AppKey("throttle", WrongTokenThrottle)
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
@@ -67,6 +68,7 @@ def build_app(config: AgentConfig, *, token: str | None) -> web.Application:
     app[GATE_KEY] = Gate.for_config(config.web, token)
     app[SECURITY_KEY] = SecurityLog(config.state_dir / "security.log")
     app[CONFIG_KEY] = config
+    app[THROTTLE_KEY] = WrongTokenThrottle()
     reg = registry(lambda: source.snapshot)
 
     async def metrics(_req: web.Request) -> web.Response:
@@ -168,9 +170,14 @@ async def _action(request: web.Request) -> web.Response:
 
 
 async def _checked(request: web.Request, action: str, connector: str) -> dict[str, Any]:
+    throttle = request.app[THROTTLE_KEY]
+    if throttle.blocked():
+        raise ActionRefusedError(429, "too_many_wrong_tokens", "wait a minute")
     refusal = request.app[GATE_KEY].refusal(
         host=request.headers.get("Host"), origin=request.headers.get("Origin"),
         authorization=request.headers.get("Authorization"))
+    if refusal == "token_wrong":
+        throttle.wrong()
     if refusal is not None:
         status = 401 if refusal.startswith("token_") else 403
         raise ActionRefusedError(status, refusal)

@@ -27,6 +27,7 @@ from hil.ev import EvParams
 from hil.report import Event
 from hil.rig import Rig, RigOptions
 from hil.runner import DEFAULT_CONFIG, AgentProcess
+from hil.wallbox_rig import make_rig
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ISSUER = "bench"
@@ -179,7 +180,7 @@ async def station(config: AgentConfig, run_dir: Path, options: RigOptions | None
     process was spawned (both ``time.time()`` of this machine).
     """
     await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
-    rig = Rig(config, run_dir / "rig", options=options or RigOptions())
+    rig = make_rig(config, run_dir / "rig", options=options or RigOptions())
     await rig.start()
     agent = AgentProcess(rig.patched_config_path, run_dir / "agent.log")
     try:

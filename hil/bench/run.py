@@ -17,6 +17,7 @@ from typing import Any
 
 from hil.bench import (
     p1_latency,
+    p1_wallbox,
     p2_reaction,
     p3_footprint,
     p4_drain,
@@ -31,9 +32,10 @@ from hil.bench.report import render_markdown, to_json
 from hil.bench.stats import BenchResult
 from hil.runner import REPO_ROOT
 
-ALL = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
+ALL = ("P1", "P1W", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
 FULL: dict[str, dict[str, Any]] = {
     "P1": {"commands": 500, "hops": 500},
+    "P1W": {"commands": 300, "hops": 300},
     "P2": {"per_kind": 70},
     "P3": {"window_s": 300.0},
     "P4": {"rows": 100_000},
@@ -44,6 +46,7 @@ FULL: dict[str, dict[str, Any]] = {
 }
 QUICK: dict[str, dict[str, Any]] = {
     "P1": {"commands": 40, "hops": 40},
+    "P1W": {"commands": 30, "hops": 30},
     "P2": {"per_kind": 4},
     "P3": {"window_s": 10.0},
     "P4": {"rows": 5_000},
@@ -53,11 +56,12 @@ QUICK: dict[str, dict[str, Any]] = {
     "P8": {"changes": 1_000, "contrast_changes": 400},
 }
 RUNNERS: dict[str, Callable[..., Awaitable[BenchResult]]] = {
-    "P1": p1_latency.run, "P2": p2_reaction.run, "P3": p3_footprint.run,
+    "P1": p1_latency.run, "P1W": p1_wallbox.run, "P2": p2_reaction.run, "P3": p3_footprint.run,
     "P4": p4_drain.run, "P5": p5_meter.run, "P6": p6_fleet.run, "P7": p7_web.run,
     "P8": p8_session_record.run,
 }
-TITLES = {"P1": "setLimit latency", "P2": "safety reaction", "P3": "footprint",
+TITLES = {"P1": "setLimit latency", "P1W": "setLimit latency, retrofitted wallbox",
+          "P2": "safety reaction", "P3": "footprint",
           "P4": "journal drain", "P5": "meter throughput", "P6": "fleet",
           "P7": "status page", "P8": "session record per change"}
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from agent import localapi
 from agent.config import WebConfig, parse_config
 from agent.errors import ConfigError
-from agent.web.auth import Gate, load_token, token_path
+from agent.web.auth import Gate, WrongTokenThrottle, load_token, token_path
 from agent.web.metrics import registry
 from agent.web.server import build_app
 from agent.web.source import merge_patch
@@ -521,3 +521,31 @@ def test_every_example_config_documents_the_web_section(example: Path) -> None:
     data = yaml.safe_load(example.read_text())
     assert set(data.get("web") or {}) == set(WebConfig.model_fields), example.name
     assert WebConfig.model_validate(data["web"]) == WebConfig()  # the documented defaults
+
+
+def test_wrong_tokens_are_throttled() -> None:
+    now = [0.0]
+    throttle = WrongTokenThrottle(limit=3, window_s=60, clock=lambda: now[0])
+    for _ in range(2):
+        throttle.wrong()
+    assert not throttle.blocked()
+    throttle.wrong()
+    assert throttle.blocked()
+    now[0] = 59.9
+    assert throttle.blocked()
+    now[0] = 60.0
+    assert not throttle.blocked()
+
+
+async def test_after_ten_wrong_tokens_even_the_right_one_waits(
+        web: tuple[str, ClientSession], agent: StandInAgent, tmp_path: Path) -> None:
+    base, http = web
+    wrong = good_headers(Authorization="Bearer " + "x" * 32)
+    for _ in range(10):
+        async with http.post(f"{base}/api/connectors/1/reset", json={}, headers=wrong) as r:
+            assert r.status == 401
+    async with http.post(f"{base}/api/connectors/1/reset", json={},
+                         headers=good_headers()) as r:
+        assert r.status == 429 and (await r.json())["reason"] == "too_many_wrong_tokens"
+    assert agent.received == []
+    assert security_log(tmp_path)[-1]["reason"] == "too_many_wrong_tokens"
