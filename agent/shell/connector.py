@@ -161,7 +161,9 @@ class ConnectorController:
     async def _control_loop(self) -> None:
         period = self.timing.pilot_poll_s
         next_at = self._clock()
+        cycle_cpu = self.stats.cycle_cpu
         while True:
+            cycle_cpu.mark()
             await self._poll_pilot()
             now = self._clock()
             if now >= self._relay_due:

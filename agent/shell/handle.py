@@ -10,12 +10,13 @@ Orderly control, limits, sessions, the journal, telemetry, status and the CLI ta
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from agent.faults import FaultCode
 from agent.pilot.classifier import CpLevel
 from agent.pilot.table import PilotState
+from agent.shell.cyclecpu import CycleCpu
 from drivers.interfaces import MeterReading
 
 EventSink = Callable[[int, Any, float], None]
@@ -43,6 +44,7 @@ class ConnectorStats:
     last_contactor_feedback: bool | None = None
     max_loop_lag_s: float = 0.0  # latest wake-up of the poll timer seen: what the loop suffers
     contactor_closes: int = 0  # close commands since start (wear; the status page and metrics)
+    cycle_cpu: CycleCpu = field(default_factory=CycleCpu)  # CPU per poll cycle (the bench)
 
 
 class ConnectorCore(Protocol):

@@ -32,6 +32,7 @@ def connector_status(ctl: ConnectorHandle) -> dict[str, Any]:
             "energyImportWh": meter.energy_import_wh,
         },
         "cycles": ctl.stats.cycles,
+        "cycleCpuUs": ctl.stats.cycle_cpu.snapshot(),  # histogram: bucket's lower edge -> count
         "errors": {
             "pilot": ctl.stats.pilot_errors,
             "relay": ctl.stats.relay_errors,
