@@ -45,6 +45,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from pymodbus.pdu import ModbusPDU
+
 from agent.errors import DriverIOError, DriverTimeoutError, ModbusExceptionError
 from drivers.linetime import TCP_DEFAULT_TRANSACTION_S, LineTiming, TcpTiming
 from drivers.modbus_answer import answer_values, expected_answer_bytes, mismatch, raw_mismatch
@@ -142,6 +144,9 @@ class BusScheduler:
         self._was_connected = False
         self._wire_free = True  # no transaction on the wire (inline or by the owner task)
         self._kick = asyncio.Event()  # a job was queued or the wire was released
+        # RTU read requests never change (the pilot poll sends the same 8 bytes every 10 ms):
+        # their pymodbus PDU and frame are built once per (unit, function, address, count).
+        self._read_requests: dict[tuple[int, int, int, int], tuple[ModbusPDU, bytes]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -402,9 +407,9 @@ class BusScheduler:
                 raise self._io("port unavailable", job.unit, port=self.port)
             await self._respect_gap()
             assert self._link is not None
-            request = request_pdu(job.function, job.unit, job.address, job.count, job.values)
+            request, frame = self._request(job, self._link)
             try:
-                pdu = await self._link.exchange(request, self.timeout_s)
+                pdu = await self._link.exchange(request, self.timeout_s, frame)
             except LinkTimeoutError as exc:
                 raise await self._failure(job, garbled=exc.garbled) from exc
             except LinkLostError as exc:
@@ -428,6 +433,16 @@ class BusScheduler:
             return answer_values(job, pdu)
         finally:
             self.stats.busy_s += time.monotonic() - started
+
+    def _request(self, job: _Job, link: RtuLink | TcpLink) -> tuple[ModbusPDU, bytes | None]:
+        if job.function not in READ_FUNCTIONS or not isinstance(link, RtuLink):
+            return request_pdu(job.function, job.unit, job.address, job.count, job.values), None
+        key = (job.unit, job.function, job.address, job.count)
+        kept = self._read_requests.get(key)
+        if kept is None:
+            pdu = request_pdu(job.function, job.unit, job.address, job.count, ())
+            kept = self._read_requests[key] = (pdu, link.build_frame(pdu))
+        return kept
 
     async def _failure(self, job: _Job, *, garbled: bool) -> DriverIOError | DriverTimeoutError:
         """Classify a failed exchange and hold the bus for the drain window."""

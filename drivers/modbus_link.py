@@ -114,12 +114,17 @@ class RtuLink:
     def close(self) -> None:
         self._drop_port(LinkLostError(f"{self.port} closed"))
 
-    async def exchange(self, pdu: ModbusPDU, timeout_s: float) -> ModbusPDU:
-        """Send ``pdu``, return the decoded answer (or raise a ``LinkError``)."""
+    def build_frame(self, pdu: ModbusPDU) -> bytes:
+        """The RTU frame of ``pdu`` (pymodbus's framer: address, PDU, CRC)."""
+        return bytes(self._framer.buildFrame(pdu))
+
+    async def exchange(self, pdu: ModbusPDU, timeout_s: float,
+                       frame: bytes | None = None) -> ModbusPDU:
+        """Send ``pdu`` (``frame``: its ``build_frame``, when the caller kept it), return the
+        decoded answer (or raise a ``LinkError``)."""
         if self._serial is None or self._loop is None:
             raise LinkLostError(f"{self.port} is not open")
-        frame = self._framer.buildFrame(pdu)
-        await self._write(frame)
+        await self._write(frame if frame is not None else self._framer.buildFrame(pdu))
         # Pending from the moment the frame is out (no answer can precede it); nothing awaits
         # between the last os.write and here, so no byte of the answer is missed.
         self._buf.clear()
@@ -235,8 +240,9 @@ class TcpLink:
     def close(self) -> None:
         self._client.close()
 
-    async def exchange(self, pdu: ModbusPDU, timeout_s: float) -> ModbusPDU:
-        del timeout_s  # the client was built with it
+    async def exchange(self, pdu: ModbusPDU, timeout_s: float,
+                       frame: bytes | None = None) -> ModbusPDU:
+        del timeout_s, frame  # the client was built with the timeout; MBAP framing is its own
         rx_before = self.last_rx
         try:
             answer: ModbusPDU = await self._client.execute(False, pdu)

@@ -15,16 +15,61 @@ from drivers.board_maps import (
 )
 from drivers.bus import BusScheduler, Priority
 from drivers.interfaces import PilotBoardSample
-from drivers.registers import Block, Function, decode_block
+from drivers.registers import Block, DataType, Function
 
-__all__ = ["PilotBoardDriver", "PilotBoardSample"]
+__all__ = ["SAMPLE_BLOCK", "PilotBoardDriver", "PilotBoardSample", "decode_sample"]
 
-_SAMPLE_BLOCK = Block(
+SAMPLE_BLOCK = Block(  # what decode_sample decodes (tests compare it with decode_block)
     Function.INPUT,
     PILOT_SAMPLE_ADDRESS,
     PILOT_SAMPLE_COUNT,
     tuple(r for r in PILOT_BOARD_MAP.registers if r.function is Function.INPUT),
 )
+
+
+def _word(name: str, dtype: DataType) -> int:
+    """Offset of a one-word value in the sample block; the map must say what this driver
+    decodes (a map change that this fast path does not follow fails at import, not silently)."""
+    reg = PILOT_BOARD_MAP[name]
+    if reg.dtype is not dtype or reg.function is not Function.INPUT:
+        raise ValueError(f"pilot map: {name} is {reg.dtype.value}, decoded as {dtype.value}")
+    offset = reg.address - PILOT_SAMPLE_ADDRESS
+    if not 0 <= offset < PILOT_SAMPLE_COUNT:
+        raise ValueError(f"pilot map: {name} is outside the sample block")
+    return offset
+
+
+_CP_HIGH = _word("cp_high_mv", DataType.I16)
+_CP_LOW = _word("cp_low_mv", DataType.I16)
+_DUTY = _word("duty_actual", DataType.U16)
+_CC = _word("cc_ohm", DataType.U16)
+_STATUS = _word("status", DataType.U16)
+_SEQ = _word("sample_seq", DataType.U16)
+_TEMP = _word("temperature", DataType.I16)
+_TEMP_SCALE = PILOT_BOARD_MAP["temperature"].scale
+_FW = _word("fw_version", DataType.U16)
+
+
+def _i16(word: int) -> int:
+    return word - 0x10000 if word & 0x8000 else word
+
+
+def decode_sample(raw: list[int]) -> PilotBoardSample:
+    """The sample from the 8 words read, field by field: the same values as
+    ``registers.decode_block`` of the block, without its per-poll dict and float round trips
+    (this runs every 10 ms)."""
+    if len(raw) < PILOT_SAMPLE_COUNT:
+        raise ValueError(f"pilot sample: need {PILOT_SAMPLE_COUNT} words, got {len(raw)}")
+    return PilotBoardSample(
+        cp_high_mv=_i16(raw[_CP_HIGH]),
+        cp_low_mv=_i16(raw[_CP_LOW]),
+        duty_actual=raw[_DUTY],
+        cc_ohm=raw[_CC],
+        status=raw[_STATUS],
+        sample_seq=raw[_SEQ],
+        temperature_c=round(_i16(raw[_TEMP]) * _TEMP_SCALE, 1),
+        fw_version=raw[_FW],
+    )
 
 
 class PilotBoardDriver:
@@ -39,17 +84,7 @@ class PilotBoardDriver:
             self.unit, int(Function.INPUT), PILOT_SAMPLE_ADDRESS, PILOT_SAMPLE_COUNT,
             priority=Priority.PILOT_POLL,
         )
-        v = decode_block(_SAMPLE_BLOCK, raw)
-        return PilotBoardSample(
-            cp_high_mv=int(v["cp_high_mv"]),
-            cp_low_mv=int(v["cp_low_mv"]),
-            duty_actual=int(v["duty_actual"]),
-            cc_ohm=int(v["cc_ohm"]),
-            status=int(v["status"]),
-            sample_seq=int(v["sample_seq"]),
-            temperature_c=round(v["temperature"], 1),
-            fw_version=int(v["fw_version"]),
-        )
+        return decode_sample(raw)
 
     async def set_duty(self, value: int) -> None:
         """``duty_cmd``: 1000 steady +12 V, 0 steady -12 V, 100..970 PWM (0.1 %)."""
