@@ -21,7 +21,7 @@ from typing import Any
 
 from agent import localapi
 from agent.config import AgentConfig, load_config
-from agent.errors import AgentError, ConfigError
+from agent.errors import AgentError, ConfigError, DriverError
 
 DEFAULT_CONFIG = "/etc/evse-agent/evse-agent.yaml"
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    except AgentError as exc:
+    except (AgentError, DriverError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

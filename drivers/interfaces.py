@@ -2,7 +2,7 @@
 
 The agent knows these Protocols, never a concrete driver or a simulator. Drivers know volts,
 ohms, coils and registers, nothing of GB/T 18487.1: classification is the core's job.
-Every method may raise the ``agent.errors.DriverError`` family and nothing else.
+Every method may raise the ``drivers.errors.DriverError`` family and nothing else.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from agent.errors import DriverError
 from agent.wallbox.mapping import command_for
+from drivers.errors import DriverError
 from drivers.wallbox import EVSE_WB_DIN, HEIDELBERG, PHOENIX_EV_CC, WallboxProfile
 from drivers.wallbox.driver import WallboxDriver
 from drivers.wallbox.profiles import WallboxCommand
