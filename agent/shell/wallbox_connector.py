@@ -44,8 +44,7 @@ from agent.wallbox.machine import (
     WriteCommand,
 )
 from agent.wallbox.mapping import command_amps
-from drivers.interfaces import Meter
-from drivers.wallbox.driver import WallboxDriver
+from drivers.interfaces import Meter, Wallbox
 from drivers.wallbox.profiles import WallboxCommand
 
 log = structlog.get_logger("agent.wallbox")
@@ -70,7 +69,7 @@ class WallboxConnector:
         self,
         connector_id: int,
         machine: WallboxMachine,
-        driver: WallboxDriver,
+        driver: Wallbox,
         meter: Meter | None,
         timing: WallboxTiming,
         hardware: HardwareInfo,
