@@ -210,8 +210,8 @@ class WallboxConnector:
             level = self.machine.ev_level
             if level is not None and level != self._ev_level:
                 old, self._ev_level = self._ev_level, level
-                self.stats.last_cp_mv = NOMINAL_CP_MV.get(level, 0)
-                self._notify(EvLevelChanged(old, level, self.stats.last_cp_mv), now)
+                # the nominal plateau goes upstream; status shows no CP (the agent cannot see it)
+                self._notify(EvLevelChanged(old, level, NOMINAL_CP_MV.get(level, 0)), now)
             return step
 
     async def _apply(self, action: WallboxAction, now: float) -> None:
