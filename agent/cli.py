@@ -21,7 +21,7 @@ from typing import Any
 
 from agent import localapi
 from agent.config import AgentConfig, load_config
-from agent.errors import AgentError, ConfigError
+from agent.errors import AgentError, ConfigError, DriverError
 
 DEFAULT_CONFIG = "/etc/evse-agent/evse-agent.yaml"
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    except AgentError as exc:
+    except (AgentError, DriverError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -232,11 +232,17 @@ def _render_status(st: dict[str, Any]) -> str:
              f"up {st['uptimeS']} s"]
     for c in st["connectors"]:
         meter = c.get("meter") or {}
+        if c.get("pilot") == "wallbox":  # its pilot and contactor are its own: not seen here
+            pilot = f"wallbox {c.get('wallboxProfile')}"
+            contactor = f"charging={'yes' if c['contactorCommanded'] else 'no'}"
+        else:
+            pilot = f"CP {c['cpMv']} mV"
+            contactor = (f"contactor cmd={'closed' if c['contactorCommanded'] else 'open'} "
+                         f"fb={c['contactorFeedback']}")
         lines.append(
             f"  connector {c['connector']}: {c['state']:<9} EV {c['evLevel'] or '-':<8} "
-            f"CP {c['cpMv']} mV  offered {c['offeredCurrentA']} A  "
-            f"contactor cmd={'closed' if c['contactorCommanded'] else 'open'} "
-            f"fb={c['contactorFeedback']}  I={meter.get('currentA')} A  "
+            f"{pilot}  offered {c['offeredCurrentA']} A  {contactor}  "
+            f"I={meter.get('currentA')} A  "
             f"E={meter.get('energyImportWh')} Wh  faults={c['faults'] or 'none'}"
         )
         lim = c.get("limit")

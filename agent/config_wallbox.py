@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent.errors import driver_config_as_config_error
 from drivers.wallbox import PROFILES, WallboxProfile, profile_from_config
 
 Address = Annotated[int, Field(ge=0, le=0xFFFF)]
@@ -151,7 +152,8 @@ class WallboxConfig(_Strict):
     def resolve(self) -> WallboxProfile:
         """The profile data (built-in, or built from ``custom``)."""
         if self.custom is not None:
-            return profile_from_config(self.custom.model_dump(), key="wallbox.custom")
+            with driver_config_as_config_error():
+                return profile_from_config(self.custom.model_dump(), key="wallbox.custom")
         return PROFILES[self.profile]
 
     def has_energy_register(self) -> bool:

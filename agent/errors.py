@@ -2,23 +2,36 @@
 
 Foreign exceptions (pymodbus, pyserial, aiomqtt, pydantic, sqlite3, OSError) are converted at the
 boundary where they enter our code, with ``raise ... from exc``, so a caller only ever needs to
-catch one of these::
+catch one of these, or the driver family (``drivers.errors``, re-exported here; drivers do not
+import the agent, so ``DriverError`` is not an ``AgentError``)::
 
     AgentError                      base; never raised directly
     ├── ConfigError                 the configuration is wrong (names the key and the fix)
-    ├── DriverError                 a device on a bus did not do what was asked
-    │   ├── DriverIOError           the port vanished, a frame was garbled, CRC error, wrong length
-    │   ├── DriverTimeoutError      no answer within the timeout (also a builtin TimeoutError)
-    │   └── ModbusExceptionError    the device answered with a Modbus exception response
     ├── LinkError                   the MQTT link (broker unreachable, refused, TLS)
     ├── JournalError                the local journal (disk full, corrupt database)
     └── ProtocolError               a peer sent something we refuse (bad command, bad frame)
+    DriverError (drivers.errors)    a device on a bus did not do what was asked
+    ├── DriverIOError               the port vanished, a frame was garbled, CRC error, wrong length
+    ├── DriverTimeoutError          no answer within the timeout (also a builtin TimeoutError)
+    └── ModbusExceptionError        the device answered with a Modbus exception response
+    DriverConfigError               a driver's settings are wrong (``ConfigError.from_driver``)
 
 Each error says whose fault it is (``remote``: the peer or the device; otherwise ours or the
 installer's), as h11 does, so logs and replies can tell "your command was bad" from "we failed".
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from drivers.errors import (
+    DriverConfigError,
+    DriverError,
+    DriverIOError,
+    DriverTimeoutError,
+    ModbusExceptionError,
+)
 
 
 class AgentError(Exception):
@@ -47,43 +60,25 @@ class ConfigError(AgentError):
         self.fix = fix
         self.problems: list[tuple[str, str, str]] = [(key, message, fix)] if key else []
 
+    @classmethod
+    def from_driver(cls, exc: DriverConfigError) -> ConfigError:
+        """The agent's form of a driver's settings error (same key, message and fix)."""
+        return cls(exc.message, key=exc.key, fix=exc.fix)
+
     def __str__(self) -> str:
         where = f"{self.key}: " if self.key else ""
         hint = f" -> {self.fix}" if self.fix else ""
         return f"{where}{super().__str__()}{hint}"
 
 
-class DriverError(AgentError):
-    """A device did not do what was asked. ``bus`` and ``unit`` locate it."""
-
-    remote = True
-
-    def __init__(self, message: str, *, bus: str = "", unit: int = 0, **context: object) -> None:
-        super().__init__(message, **context)
-        self.bus = bus
-        self.unit = unit
-
-    def __str__(self) -> str:
-        where = f"[{self.bus}/{self.unit}] " if self.bus else ""
-        return f"{where}{super().__str__()}"
-
-
-class DriverIOError(DriverError):
-    """The transport failed: port gone, garbled or short frame, CRC error, wrong count."""
-
-
-class DriverTimeoutError(DriverError, TimeoutError):
-    """No (valid) answer within the configured timeout."""
-
-
-class ModbusExceptionError(DriverError):
-    """The device answered with a Modbus exception response (e.g. 02 illegal address)."""
-
-    def __init__(
-        self, message: str, *, exception_code: int, bus: str = "", unit: int = 0, **context: object
-    ) -> None:
-        super().__init__(message, bus=bus, unit=unit, exception_code=exception_code, **context)
-        self.exception_code = exception_code
+@contextmanager
+def driver_config_as_config_error() -> Iterator[None]:
+    """Where the agent builds a driver from its config: a ``DriverConfigError`` becomes the
+    ``ConfigError`` the CLI and check-config report (exit code 2, same key and fix)."""
+    try:
+        yield
+    except DriverConfigError as exc:
+        raise ConfigError.from_driver(exc) from exc
 
 
 class LinkError(AgentError):
@@ -104,3 +99,8 @@ class ProtocolError(AgentError):
     def __init__(self, message: str, *, reason: str, **context: object) -> None:
         super().__init__(message, **context)
         self.reason = reason
+
+
+__all__ = ["AgentError", "ConfigError", "DriverConfigError", "DriverError", "DriverIOError",
+           "DriverTimeoutError", "JournalError", "LinkError", "ModbusExceptionError",
+           "ProtocolError", "driver_config_as_config_error"]

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.config import AgentConfig, ConnectorConfig, MeterConfig, SerialBus, load_config
+from agent.errors import driver_config_as_config_error
 from drivers.bus import BusScheduler
 from drivers.linetime import (
     LineTiming,
@@ -118,7 +119,8 @@ def _txn(cfg: AgentConfig, bus: str, label: str, prio: str, sizes: tuple[int, in
 def meter_blocks(cfg: AgentConfig, meter_cfg: MeterConfig) -> list[tuple[int, int]]:
     """(function, count) of each read one meter poll makes, as the driver will split it."""
     regs = [r.model_dump() for r in meter_cfg.registers] if meter_cfg.registers else None
-    model = resolve_model(meter_cfg.model, regs)
+    with driver_config_as_config_error():
+        model = resolve_model(meter_cfg.model, regs)
     planner = BusScheduler("plan", "tcp://127.0.0.1:1")  # never started: plan() needs no I/O
     meter = MapMeter(planner, meter_cfg.unit, model,
                      max_words_per_read=cfg.buses[meter_cfg.bus].max_words_per_read)

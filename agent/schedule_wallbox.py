@@ -79,11 +79,10 @@ def wallbox_transactions(cfg: AgentConfig, bus: str) -> list[Transaction]:
                             _write_sizes(p, Function.HOLDING), None))
             out.append(_txn(cfg, bus, f"{tag} wallbox read-back", "CONTROL_WRITE",
                             read_bytes(3, 6), wb.verify_s))
-            if p.energy is not None:
-                words = max(r.end for r in (*p.measurements, p.energy)) - min(
-                    r.address for r in (*p.measurements, p.energy))
-                out.append(_txn(cfg, bus, f"{tag} wallbox energy FC04x{words}", "METER_READ",
-                                read_bytes(4, words), ENERGY_PERIOD_S))
+            for block in p.meter_blocks():
+                fc = int(block.function)
+                out.append(_txn(cfg, bus, f"{tag} wallbox energy FC{fc:02d}x{block.count}",
+                                "METER_READ", read_bytes(fc, block.count), ENERGY_PERIOD_S))
         if c.meter is not None and c.meter.bus == bus:
             for fn, count in meter_blocks(cfg, c.meter):
                 out.append(_txn(cfg, bus, f"{tag} meter FC{fn:02d}x{count}", "METER_READ",

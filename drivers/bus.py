@@ -47,7 +47,7 @@ from enum import IntEnum
 
 from pymodbus.pdu import ModbusPDU
 
-from agent.errors import DriverIOError, DriverTimeoutError, ModbusExceptionError
+from drivers.errors import DriverIOError, DriverTimeoutError, ModbusExceptionError
 from drivers.linetime import TCP_DEFAULT_TRANSACTION_S, LineTiming, TcpTiming
 from drivers.modbus_answer import answer_values, expected_answer_bytes, mismatch, raw_mismatch
 from drivers.modbus_link import (

@@ -2,13 +2,17 @@
 
 The agent knows these Protocols, never a concrete driver or a simulator. Drivers know volts,
 ohms, coils and registers, nothing of GB/T 18487.1: classification is the core's job.
-Every method may raise the ``agent.errors.DriverError`` family and nothing else.
+Every method may raise the ``drivers.errors.DriverError`` family and nothing else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from drivers.wallbox.profiles import WallboxCommand, WallboxProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +85,34 @@ class PilotBoard(Protocol):
     async def heartbeat(self) -> None: ...
 
     async def fault_reset(self) -> None: ...
+
+
+@runtime_checkable
+class Wallbox(Protocol):
+    """A retrofitted wallbox that runs its own control pilot: the agent sets enable and current
+    (``WallboxCommand``), reads its state register and, if it has one, its meter."""
+
+    @property
+    def profile(self) -> WallboxProfile: ...
+
+    @property
+    def watchdog_s(self) -> float | None: ...
+
+    @property
+    def failsafe_a(self) -> float | None: ...
+
+    @property
+    def programmed(self) -> Mapping[str, int]: ...
+
+    @property
+    def command(self) -> WallboxCommand | None: ...
+
+    async def program(self) -> None: ...
+
+    async def apply(self, command: WallboxCommand, *, force: bool = False) -> None: ...
+
+    async def read_state(self) -> int: ...
+
+    async def read_meter(self) -> MeterReading | None: ...
+
+    async def verify(self) -> list[str]: ...

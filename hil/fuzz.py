@@ -34,8 +34,8 @@ from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from agent.errors import DriverError, DriverIOError, DriverTimeoutError, ModbusExceptionError
 from drivers.bus import BusScheduler, BusStats
+from drivers.errors import DriverError, DriverIOError, DriverTimeoutError, ModbusExceptionError
 from drivers.interfaces import PilotBoardSample, RelayInputs
 from drivers.meters import SDM120, MapMeter
 from drivers.pilot_board import PilotBoardDriver

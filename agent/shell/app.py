@@ -219,7 +219,7 @@ class AgentApp:
             line = await reader.readline()
             try:
                 reply = await self.handle_local(json.loads(line))
-            except (ValueError, AgentError, KeyError, TypeError) as exc:
+            except (ValueError, AgentError, DriverError, KeyError, TypeError) as exc:
                 reply = {"ok": False, "error": str(exc)}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()

@@ -47,9 +47,7 @@ from agent.pilot import (
 )
 from agent.shell.handle import ConnectorStats, EventSink, HardwareInfo
 from drivers.board_maps import PilotStatus
-from drivers.interfaces import Meter
-from drivers.pilot_board import PilotBoardDriver
-from drivers.relay_board import RelayBoardDriver
+from drivers.interfaces import Contactor, Meter, PilotBoard
 
 log = structlog.get_logger("agent.connector")
 
@@ -91,8 +89,8 @@ class ConnectorController:
         self,
         connector_id: int,
         machine: PilotMachine,
-        pilot: PilotBoardDriver,
-        relay: RelayBoardDriver,
+        pilot: PilotBoard,
+        relay: Contactor,
         meter: Meter,
         timing: ConnectorTiming,
         *,

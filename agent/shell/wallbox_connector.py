@@ -44,8 +44,7 @@ from agent.wallbox.machine import (
     WriteCommand,
 )
 from agent.wallbox.mapping import command_amps
-from drivers.interfaces import Meter
-from drivers.wallbox.driver import WallboxDriver
+from drivers.interfaces import Meter, Wallbox
 from drivers.wallbox.profiles import WallboxCommand
 
 log = structlog.get_logger("agent.wallbox")
@@ -70,7 +69,7 @@ class WallboxConnector:
         self,
         connector_id: int,
         machine: WallboxMachine,
-        driver: WallboxDriver,
+        driver: Wallbox,
         meter: Meter | None,
         timing: WallboxTiming,
         hardware: HardwareInfo,
@@ -211,8 +210,8 @@ class WallboxConnector:
             level = self.machine.ev_level
             if level is not None and level != self._ev_level:
                 old, self._ev_level = self._ev_level, level
-                self.stats.last_cp_mv = NOMINAL_CP_MV.get(level, 0)
-                self._notify(EvLevelChanged(old, level, self.stats.last_cp_mv), now)
+                # the nominal plateau goes upstream; status shows no CP (the agent cannot see it)
+                self._notify(EvLevelChanged(old, level, NOMINAL_CP_MV.get(level, 0)), now)
             return step
 
     async def _apply(self, action: WallboxAction, now: float) -> None:

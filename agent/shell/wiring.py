@@ -19,6 +19,7 @@ from agent.config import (
     SerialBus,
     WallboxConnectorConfig,
 )
+from agent.errors import driver_config_as_config_error
 from agent.pilot import PROFILES, CpLevel, PilotMachine, PilotSettings
 from agent.schedule_wallbox import ENERGY_PERIOD_S, failsafe_a
 from agent.shell.connector import ConnectorController, ConnectorTiming
@@ -100,13 +101,14 @@ def make_controller(
         lock_feedback_input=relay_cfg.lock_feedback_input,
     )
     meter_bus = config.buses[conn.meter.bus]
-    meter = meter_from_config(
-        conn.meter.model,
-        [r.model_dump() for r in conn.meter.registers] if conn.meter.registers else None,
-        bus=buses[conn.meter.bus],
-        unit=conn.meter.unit,
-        max_words_per_read=meter_bus.max_words_per_read,
-    )
+    with driver_config_as_config_error():
+        meter = meter_from_config(
+            conn.meter.model,
+            [r.model_dump() for r in conn.meter.registers] if conn.meter.registers else None,
+            bus=buses[conn.meter.bus],
+            unit=conn.meter.unit,
+            max_words_per_read=meter_bus.max_words_per_read,
+        )
     timing = ConnectorTiming(
         pilot_poll_s=conn.pilot_board.poll_ms / 1000,
         relay_poll_s=relay_cfg.poll_ms / 1000,
@@ -130,11 +132,12 @@ def make_wallbox(
     meter = None
     energy_s = ENERGY_PERIOD_S
     if conn.meter is not None:
-        meter = meter_from_config(
-            conn.meter.model,
-            [r.model_dump() for r in conn.meter.registers] if conn.meter.registers else None,
-            bus=buses[conn.meter.bus], unit=conn.meter.unit,
-            max_words_per_read=config.buses[conn.meter.bus].max_words_per_read)
+        with driver_config_as_config_error():
+            meter = meter_from_config(
+                conn.meter.model,
+                [r.model_dump() for r in conn.meter.registers] if conn.meter.registers else None,
+                bus=buses[conn.meter.bus], unit=conn.meter.unit,
+                max_words_per_read=config.buses[conn.meter.bus].max_words_per_read)
         energy_s = conn.meter.poll_ms / 1000
     hardware = HardwareInfo("wallbox", "wallbox", profile.name,
                             max_current_a(profile, conn.rated_current_a))

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.errors import ConfigError
 from drivers.bus import BusScheduler
+from drivers.errors import DriverConfigError
 from drivers.meters.maps import (
     DDSU666,
     DTSU666,
@@ -54,7 +54,7 @@ def resolve_model(
     try:
         return METER_MODELS[model.lower()]
     except KeyError:
-        raise ConfigError(
+        raise DriverConfigError(
             f"unknown meter model {model!r}", key="meter.model",
             fix=f"one of {', '.join(sorted(METER_MODELS))}, or describe it under meter.registers",
         ) from None

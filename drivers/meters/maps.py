@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.errors import ConfigError
+from drivers.errors import DriverConfigError
 from drivers.registers import DataType, Function, Register, RegisterMap
 
 RatioKind = Literal["pt", "ct", "pt*ct"]
@@ -218,37 +218,37 @@ def model_from_config(
             word_order = str(spec.get("word_order", "big"))
             scale = float(spec.get("scale", 1.0))
         except KeyError as exc:
-            raise ConfigError(f"missing or unknown {exc}", key=where,
+            raise DriverConfigError(f"missing or unknown {exc}", key=where,
                               fix="give name, address, function, type") from exc
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"bad value: {exc}", key=where) from exc
+            raise DriverConfigError(f"bad value: {exc}", key=where) from exc
         if qname not in QUANTITY_UNITS:
-            raise ConfigError(f"unknown quantity {qname!r}", key=f"{where}.name",
+            raise DriverConfigError(f"unknown quantity {qname!r}", key=f"{where}.name",
                               fix=f"one of {', '.join(QUANTITY_UNITS)}")
         if function not in (3, 4):
-            raise ConfigError(f"function {function}", key=f"{where}.function", fix="3 or 4")
+            raise DriverConfigError(f"function {function}", key=f"{where}.function", fix="3 or 4")
         if word_order not in ("big", "little"):
-            raise ConfigError(f"word order {word_order!r}", key=f"{where}.word_order",
+            raise DriverConfigError(f"word order {word_order!r}", key=f"{where}.word_order",
                               fix="big or little")
         base = QUANTITY_UNITS[qname]
         unit = str(spec.get("unit", base))
         factor = UNIT_FACTORS[base].get(unit)
         if factor is None:
-            raise ConfigError(f"unit {unit!r} for {qname}", key=f"{where}.unit",
+            raise DriverConfigError(f"unit {unit!r} for {qname}", key=f"{where}.unit",
                               fix=f"one of {', '.join(repr(u) for u in UNIT_FACTORS[base])}")
         try:
             regs.append(Register(qname, address, Function(function), dtype,
                                  scale=scale * factor, unit=base,
                                  word_order="big" if word_order == "big" else "little"))
         except ValueError as exc:
-            raise ConfigError(str(exc), key=where) from exc
+            raise DriverConfigError(str(exc), key=where) from exc
     try:
         register_map = RegisterMap(name, tuple(regs))
     except ValueError as exc:
-        raise ConfigError(str(exc), key=key) from exc
+        raise DriverConfigError(str(exc), key=key) from exc
     missing = [q for q in REQUIRED_1P if q not in register_map.by_name]
     if missing:
-        raise ConfigError(f"meter {name!r} lacks {', '.join(missing)}", key=key,
+        raise DriverConfigError(f"meter {name!r} lacks {', '.join(missing)}", key=key,
                           fix="describe at least voltage_l1, current_l1, power, energy_import")
     phases = 3 if "voltage_l3" in register_map.by_name else 1
     functions = frozenset(int(r.function) for r in regs)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from agent.errors import DriverIOError, ModbusExceptionError
 from drivers.bus import BusScheduler, Priority
+from drivers.errors import DriverIOError, ModbusExceptionError
 from drivers.interfaces import MeterReading
 from drivers.meters.maps import MeterModel
 from drivers.registers import Block, Function, RegisterMap, decode_block

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent.errors import ConfigError
+from drivers.errors import DriverConfigError
 from drivers.wallbox.custom import profile_from_config
 from drivers.wallbox.profiles import (
     EVSE_WB_DIN,
@@ -23,10 +23,10 @@ def resolve_profile(name: str, custom: Mapping[str, Any] | None = None) -> Wallb
     """The profile a connector's ``wallbox.profile`` names (``custom``: from ``wallbox.custom``)."""
     if name == "custom":
         if custom is None:
-            raise ConfigError("profile 'custom' needs wallbox.custom", key="wallbox.custom")
+            raise DriverConfigError("profile 'custom' needs wallbox.custom", key="wallbox.custom")
         return profile_from_config(custom)
     try:
         return PROFILES[name]
     except KeyError:
-        raise ConfigError(f"unknown wallbox profile {name!r}", key="wallbox.profile",
+        raise DriverConfigError(f"unknown wallbox profile {name!r}", key="wallbox.profile",
                           fix=f"one of {', '.join(sorted(PROFILES))}, or custom") from None

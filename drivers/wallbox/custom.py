@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
-from agent.errors import ConfigError
+from drivers.errors import DriverConfigError
 from drivers.registers import DataType, Function, Register
 from drivers.wallbox.profiles import (
     DisablePath,
@@ -29,7 +29,7 @@ def profile_from_config(spec: Mapping[str, Any], *, key: str = "wallbox.custom")
     try:
         return _build(spec)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"custom wallbox profile: {exc}", key=key,
+        raise DriverConfigError(f"custom wallbox profile: {exc}", key=key,
                           fix="see config/retrofit-heidelberg.example.yaml") from exc
 
 

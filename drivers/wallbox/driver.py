@@ -19,7 +19,7 @@ from drivers.interfaces import MeterReading
 from drivers.registers import Block, Function, Register, RegisterMap, decode_block
 from drivers.wallbox.profiles import WallboxCommand, WallboxProfile
 
-VERIFY_MAX_GAP = 4  # holding registers this close are read back in one transaction
+VERIFY_MAX_GAP = 0  # contiguous runs only: a gap register may not exist on the real unit
 
 
 class WallboxDriver:
@@ -116,9 +116,8 @@ class WallboxDriver:
         p = self.profile
         if p.energy is None:
             return None
-        regs = (*p.measurements, p.energy)
         values: dict[str, float] = {}
-        for block in RegisterMap(p.name, regs).blocks(max_words=32, max_gap=4):
+        for block in p.meter_blocks():
             raw = await self._read(block.function, block.address, block.count,
                                    Priority.METER_READ)
             values.update(decode_block(block, raw))

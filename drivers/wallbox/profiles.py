@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from drivers.registers import DataType, Function, Register
+from drivers.registers import Block, DataType, Function, Register, RegisterMap
 
 StateEncoding = Literal["value", "ascii_high_byte"]
 DisableKind = Literal["zero_current", "coil", "register"]
@@ -113,6 +113,14 @@ class WallboxProfile:
     def decode_state(self, raw: int) -> int:
         """The state register's word -> the key of ``states`` (an ASCII code for Phoenix)."""
         return (raw >> 8) & 0xFF if self.state_encoding == "ascii_high_byte" else raw
+
+    def meter_blocks(self) -> list[Block]:
+        """The reads of its own measurements and energy: contiguous runs only (a register
+        between them may not exist on the real unit and would fail the whole read)."""
+        if self.energy is None:
+            return []
+        return RegisterMap(self.name, (*self.measurements, self.energy)).blocks(
+            max_words=32, max_gap=0)
 
     def registers(self) -> tuple[Register, ...]:
         """Every register the profile touches (the simulator serves exactly these)."""

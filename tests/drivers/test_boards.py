@@ -6,8 +6,8 @@ import pytest
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from agent.errors import ModbusExceptionError
 from drivers.board_maps import PILOT_BOARD_MAP, duty_cmd_is_valid
+from drivers.errors import ModbusExceptionError
 from drivers.interfaces import Contactor, PilotBoard, PilotBoardSample, RelayInputs
 from drivers.pilot_board import PilotBoardDriver
 from drivers.relay_board import RelayBoardDriver

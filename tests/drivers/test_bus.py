@@ -10,8 +10,8 @@ import pytest
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from agent.errors import DriverError, DriverIOError, DriverTimeoutError, ModbusExceptionError
 from drivers.bus import BusScheduler, Priority
+from drivers.errors import DriverError, DriverIOError, DriverTimeoutError, ModbusExceptionError
 from drivers.pilot_board import PilotBoardDriver
 from hil.ptybridge import LineSettings
 from tests.drivers.rigs import rig, wait_until

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.errors import ConfigError, DriverTimeoutError, ModbusExceptionError
+from drivers.errors import DriverConfigError, DriverTimeoutError, ModbusExceptionError
 from drivers.interfaces import Meter, MeterReading
 from drivers.meters import (
     DDSU666,
@@ -171,13 +171,13 @@ def test_registry_and_config_errors() -> None:
     assert set(METER_MODELS) == {"ddsu666", "dtsu666", "sdm120", "sdm630"}
     assert resolve_model("DDSU666") is DDSU666
     assert METER_MODELS["sdm120"].serial.baud == 2400
-    with pytest.raises(ConfigError, match="unknown meter model"):
+    with pytest.raises(DriverConfigError, match="unknown meter model"):
         resolve_model("nope")
-    with pytest.raises(ConfigError, match="lacks"):
+    with pytest.raises(DriverConfigError, match="lacks"):
         resolve_model("x", [{"name": "voltage_l1", "address": 0, "function": 4}])
-    with pytest.raises(ConfigError, match="unknown quantity"):
+    with pytest.raises(DriverConfigError, match="unknown quantity"):
         resolve_model("x", [{"name": "volts", "address": 0}])
-    with pytest.raises(ConfigError, match="unit"):
+    with pytest.raises(DriverConfigError, match="unit"):
         resolve_model("x", [{"name": "power", "address": 0, "unit": "kWh"}])
-    with pytest.raises(ConfigError, match="function"):
+    with pytest.raises(DriverConfigError, match="function"):
         resolve_model("x", [{"name": "power", "address": 0, "function": 2}])

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from agent.errors import DriverError
 from agent.wallbox.mapping import command_for
+from drivers.errors import DriverError
+from drivers.interfaces import Wallbox
 from drivers.wallbox import EVSE_WB_DIN, HEIDELBERG, PHOENIX_EV_CC, WallboxProfile
 from drivers.wallbox.driver import WallboxDriver
 from drivers.wallbox.profiles import WallboxCommand
@@ -30,6 +31,7 @@ async def test_state_letters_and_current_round_trip(profile: WallboxProfile) -> 
     sim = _sim(profile)
     async with rig([sim.sim_device()], LINES[profile.name], timeout_s=0.3) as r:
         drv = WallboxDriver(r.bus, 1, profile, watchdog_s=5.0, failsafe_a=6.0)
+        assert isinstance(drv, Wallbox)
         await drv.program()
         for letter in ("A", "B", "C"):
             sim.set_vehicle(time.monotonic(), letter)

@@ -172,3 +172,32 @@ async def test_the_retrofit_scenario_passes(tmp_path: Path) -> None:
     assert result.error is None, result.error
     assert result.checks and not failed, "\n".join(failed)
     assert (tmp_path / "retrofit" / "timeline.png").exists()
+
+
+@pytest.mark.parametrize(("profile", "paused_by"), [("phoenix-ev-cc", "charging_enabled"),
+                                                    ("evse-wb-din", "configured_current")])
+async def test_the_other_built_in_profiles_charge_and_pause(
+        broker: MosquittoBroker, tmp_path: Path, profile: str, paused_by: str) -> None:
+    """No energy register: a meter shares the wallbox's bus; Phoenix pauses by its enable coil
+    (never by an illegal current), EVSE-WB-DIN keeps its 200 ms gap (its simulator does not
+    answer inside it)."""
+    overrides = {"buses": {"wallbox": {"baudrate": 9600, "parity": "N", "timeout_ms": 200}}}
+    conn = {"wallbox": {**FAST, "profile": profile, "poll_ms": 500, "watchdog_s": 10},
+            "meter": {"bus": "wallbox", "unit": 2, "model": "sdm630", "poll_ms": 1000}}
+    async with AgentOnRig(tmp_path, broker, connector=conn, overrides=overrides, base=RETROFIT,
+                          device_id="CN-TEST-R002") as a:
+        sim = a.rig.connector().sim
+        await a.plug_and_charge()
+        await a.wait_offer(16)
+        await a.send("setLimit", {"limit": {"value": 11.6, "unit": "A"}, "durationS": 600,
+                                  "dsr": True})
+        await a.wait_offer(11, tol=0.01)  # whole amperes: rounded down
+        await a.send("setLimit", {"limit": {"value": 3, "unit": "A"}, "durationS": 600,
+                                  "dsr": True})
+        await a.wait_offer(0.0, tol=0.01)
+        assert sim.memory[paused_by] == 0
+        if profile == "phoenix-ev-cc":
+            assert all(v >= 6 for v in register_writes(a, "max_current"))
+        await a.send("clearProfile", {})
+        await a.wait_offer(16)
+        assert not a.events("fault")  # the gap kept: no lost or garbled state reads

@@ -131,3 +131,18 @@ def test_custom_profile_checks(example: dict[str, Any]) -> None:
 def test_a_wallbox_and_a_board_connector_do_not_share_a_unit(example: dict[str, Any]) -> None:
     example["connectors"][0]["meter"] = {"bus": "wallbox", "unit": 1, "model": "sdm630"}
     assert "already connectors[1].wallbox" in str(_problems(example))
+
+
+def test_status_text_names_the_wallbox_and_claims_no_cp() -> None:
+    from agent.cli import _render_status
+
+    conn = {"connector": 1, "state": "CHARGING", "evLevel": "STATE_3", "cpMv": None,
+            "offeredCurrentA": 10.3, "contactorCommanded": True, "contactorFeedback": None,
+            "faults": [], "meter": None, "pilot": "wallbox", "wallboxProfile": "heidelberg"}
+    text = _render_status({"deviceId": "d", "pid": 1, "ready": True, "uptimeS": 1,
+                           "connectors": [conn]})
+    assert "wallbox heidelberg" in text and "charging=yes" in text and "CP" not in text
+    board = {**conn, "pilot": "agent", "wallboxProfile": None, "cpMv": 6000}
+    text = _render_status({"deviceId": "d", "pid": 1, "ready": True, "uptimeS": 1,
+                           "connectors": [board]})
+    assert "CP 6000 mV" in text and "contactor cmd=closed" in text

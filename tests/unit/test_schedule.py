@@ -77,3 +77,20 @@ def test_cli_prints_schedule_and_refuses_with_exit_code(example: dict[str, Any],
                              capture_output=True, text=True, check=False)
     assert refused.returncode == 3
     assert "REFUSED" in refused.stdout and "to fix:" in refused.stdout
+
+
+def test_a_driver_settings_error_is_a_configuration_error(example: dict[str, Any],
+                                                          tmp_path: Path) -> None:
+    """The meter driver refuses the map (its own ``DriverConfigError``); the agent reports it
+    as any other configuration error: exit code 2, the key and the fix."""
+    d = copy.deepcopy(example)
+    d["connectors"][0]["meter"]["model"] = "custom"
+    d["connectors"][0]["meter"]["registers"] = [
+        {"name": "voltage_l1", "address": 0, "function": 4, "type": "f32", "unit": "V"}]
+    bad = tmp_path / "short-map.yaml"
+    bad.write_text(yaml.safe_dump(d))
+    refused = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", str(bad)],
+                             capture_output=True, text=True, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith("configuration error: meter.registers: meter 'custom' lacks")
+    assert "-> describe at least voltage_l1" in refused.stderr

@@ -1,4 +1,4 @@
-"""P7: the status page's cost: the agent with and without the web process, and the web process.
+"""W1: the status page's cost: the agent with and without the web process, and the web process.
 
 Three windows of the same charging session (MQTT, telemetry_period_s 1, 32 A): the agent alone;
 with ``evse-agent web`` running and nobody watching; with one page open (one server-sent-events
@@ -51,7 +51,7 @@ async def _window(pids: dict[str, int], seconds: float, progress: Progress,
             kb = proc_status_kb(p, "VmRSS")
             if kb is not None:
                 rss[k].append(kb / 1024)
-        progress.update("P7", f"{label}: {time.monotonic() - w0:.0f}/{seconds:.0f} s")
+        progress.update("W1", f"{label}: {time.monotonic() - w0:.0f}/{seconds:.0f} s")
     wall = time.monotonic() - w0
     out = {}
     for k, p in pids.items():
@@ -70,7 +70,7 @@ async def _read_events(url: str, seen: list[int]) -> None:
 
 
 async def run(out_dir: Path, progress: Progress, *, window_s: float) -> BenchResult:
-    res = BenchResult("P7", "status page: the agent with and without it, the web process", (
+    res = BenchResult("W1", "status page: the agent with and without it, the web process", (
         "Whole agent on the default topology with MQTT (telemetry_period_s 1), charging at "
         f"32 A; three {window_s:.0f} s windows of the same session: the agent alone; with "
         "`evse-agent web` (a separate process) running and nobody watching; with one page open "
