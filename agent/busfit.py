@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING, Any
 from agent.config import AgentConfig, ConnectorConfig, parse_config
 
 if TYPE_CHECKING:
-    from agent.schedule import ScheduleReport, Transaction
+    from agent.busplan import BusPlanReport, Transaction
 
 POLL_MAX_MS = 100.0  # PilotBoardConfig.poll_ms's upper bound
 
 
-def _analyse(data: dict[str, Any]) -> ScheduleReport:
-    from agent.schedule import analyse  # the schedule module calls us: import at use
+def _analyse(data: dict[str, Any]) -> BusPlanReport:
+    from agent.busplan import analyse  # the bus plan module calls us: import at use
 
     return analyse(parse_config(data), advise=False)
 
 
-def _worst(report: ScheduleReport, ids: set[int]) -> tuple[float, bool]:
+def _worst(report: BusPlanReport, ids: set[int]) -> tuple[float, bool]:
     rows = [c for c in report.connectors if c.connector in ids]
     return max(c.bound_ms for c in rows), all(c.ok for c in rows)
 

@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(path: str) -> int:
     """check-config's verdict first (same code, same exit codes): nothing is opened or written
     for a config check-config refuses."""
+    from agent.busplan import checked_config, refusals, render
     from agent.logsetup import configure_logging
-    from agent.schedule import checked_config, refusals, render
 
     config, report = checked_config(path)
     configure_logging(config.logging.level)
@@ -147,7 +147,7 @@ def _web(path: str) -> int:
 
 
 def _check_config(path: str, *, as_json: bool) -> int:
-    from agent.schedule import checked_config, render
+    from agent.busplan import checked_config, render
 
     _, report = checked_config(path)
     if as_json:

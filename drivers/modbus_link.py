@@ -35,11 +35,12 @@ if TYPE_CHECKING:
     from pymodbus.client import AsyncModbusTcpClient
 
 
-class LinkError(Exception):
-    """The exchange failed; the scheduler turns this into the agent's driver errors."""
+class ModbusLinkError(Exception):
+    """The exchange failed; the scheduler turns this into the ``drivers.errors`` family.
+    (Not the agent's MQTT ``agent.errors.LinkError``.)"""
 
 
-class LinkTimeoutError(LinkError):
+class LinkTimeoutError(ModbusLinkError):
     """No complete, valid answer in time. ``garbled``: bytes did arrive (CRC/framing error)."""
 
     def __init__(self, message: str, *, garbled: bool) -> None:
@@ -47,7 +48,7 @@ class LinkTimeoutError(LinkError):
         self.garbled = garbled
 
 
-class LinkLostError(LinkError):
+class LinkLostError(ModbusLinkError):
     """The port is gone (unplugged, closed, I/O error)."""
 
 
@@ -270,5 +271,5 @@ def make_link(name: str, port: str, *, baud: int, parity: str, stopbits: int,
     return RtuLink(port, baud=baud, parity=parity, stopbits=stopbits)
 
 
-__all__ = ["LinkError", "LinkLostError", "LinkTimeoutError", "RtuLink", "TcpLink",
+__all__ = ["LinkLostError", "LinkTimeoutError", "ModbusLinkError", "RtuLink", "TcpLink",
                       "make_link", "request_pdu"]

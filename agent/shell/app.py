@@ -25,11 +25,11 @@ import structlog
 
 from agent import localapi
 from agent.api.reasons import StopReason
+from agent.busplan import BusPlanReport, analyse, refusals
 from agent.config import AgentConfig
 from agent.errors import AgentError, ConfigError, DriverError
 from agent.orderly.installer import parse_limit
 from agent.pilot import Authorize, LimitChanged, ResetRequested, StopRequested
-from agent.schedule import ScheduleReport, analyse, refusals
 from agent.secrets import check_private_key_permissions
 from agent.shell.handle import ConnectorHandle
 from agent.shell.notify import sd_notify, watchdog_interval_s
@@ -48,9 +48,9 @@ SAFE_STATE_EXIT_TIMEOUT_S = 2.0
 
 
 class AgentApp:
-    def __init__(self, config: AgentConfig, schedule: ScheduleReport | None = None) -> None:
+    def __init__(self, config: AgentConfig, bus_plan: BusPlanReport | None = None) -> None:
         self.config = config
-        self.schedule = schedule if schedule is not None else analyse(config)
+        self.bus_plan = bus_plan if bus_plan is not None else analyse(config)
         self.started_at = time.time()
         self.ready = False
         self._wiring: Wiring | None = None
@@ -70,12 +70,12 @@ class AgentApp:
     # --- life cycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        if self.schedule.refused:  # agent.cli refuses first; this guards other callers
+        if self.bus_plan.refused:  # agent.cli refuses first; this guards other callers
             raise ConfigError("the reaction bound exceeds safety.reaction_budget_ms "
                               "(evse-agent check-config shows why and what to change)")
-        if self.schedule.over_budget_accepted:
+        if self.bus_plan.over_budget_accepted:
             log.warning("reaction_bound_over_budget_accepted",
-                        budget_ms=self.schedule.budget_ms, connectors=refusals(self.schedule),
+                        budget_ms=self.bus_plan.budget_ms, connectors=refusals(self.bus_plan),
                         setting="safety.accept_reaction_bound_over_budget")
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         if self.config.mqtt is not None:  # refuse to start with a secret readable by others
@@ -131,7 +131,7 @@ class AgentApp:
         gc.collect()
         gc.freeze()
         status = "charging control running"
-        if self.schedule.over_budget_accepted:  # `systemctl status` shows it too
+        if self.bus_plan.over_budget_accepted:  # `systemctl status` shows it too
             status += "; WARNING reaction bound over budget (accept_reaction_bound_over_budget)"
         sd_notify(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")
         log.info("agent_ready", device_id=self.config.device_id,
@@ -176,7 +176,7 @@ class AgentApp:
             "maxLoopLagMs": round(1000 * max(
                 (c.stats.max_loop_lag_s for c in self._controllers.values()), default=0.0), 1),
             "connectors": [self._connector_status(c) for c in self._controllers.values()],
-            "reactionBound": self.schedule.status(),
+            "reactionBound": self.bus_plan.status(),
             "buses": {name: dataclasses.asdict(bus.stats) for name, bus in wiring.buses.items()}
             if wiring
             else {},
@@ -299,8 +299,8 @@ def install_signal_handlers(task: asyncio.Task[Any]) -> None:
         loop.add_signal_handler(sig, task.cancel)
 
 
-async def run_agent(config: AgentConfig, schedule: ScheduleReport | None = None) -> None:
-    app = AgentApp(config, schedule)
+async def run_agent(config: AgentConfig, bus_plan: BusPlanReport | None = None) -> None:
+    app = AgentApp(config, bus_plan)
     task = asyncio.current_task()
     assert task is not None
     install_signal_handlers(task)

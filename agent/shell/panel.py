@@ -153,7 +153,7 @@ def panel_status(app: AgentApp, cache: PanelCache) -> dict[str, Any]:
         "maxLoopLagMs": round(1000 * max((c.stats.max_loop_lag_s for c in ctls), default=0.0),
                               2),
         "connectors": [connector_panel(app, c, cache) for c in ctls],
-        "reactionBound": app.schedule.status(),
+        "reactionBound": app.bus_plan.status(),
         "buses": {name: dataclasses.asdict(bus.stats) for name, bus in wiring.buses.items()}
         if wiring else {},
         "link": None if app.orderly is None else link_panel(app.orderly, cache),

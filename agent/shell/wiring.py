@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from agent.busplan_wallbox import ENERGY_PERIOD_S, failsafe_a
 from agent.config import (
     AgentConfig,
     Bus,
@@ -21,7 +22,6 @@ from agent.config import (
 )
 from agent.errors import driver_config_as_config_error
 from agent.pilot import PROFILES, CpLevel, PilotMachine, PilotSettings
-from agent.schedule_wallbox import ENERGY_PERIOD_S, failsafe_a
 from agent.shell.connector import ConnectorController, ConnectorTiming
 from agent.shell.handle import ConnectorHandle, HardwareInfo
 from agent.shell.wallbox_connector import WallboxConnector, WallboxTiming

@@ -13,8 +13,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.busplan import analyse
 from agent.config import AgentConfig
-from agent.schedule import analyse
 from hil.bench.common import (
     Progress,
     bench_config,

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from agent.busplan import analyse
 from agent.config import parse_config
-from agent.schedule import analyse
 from hil.rig import Rig
 from hil.runner import AgentProcess
 

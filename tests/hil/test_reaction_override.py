@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from agent.busplan import analyse
 from agent.config import parse_config
-from agent.schedule import analyse
 from hil.bench.common import single_bus_data
 from hil.rig import Rig
 from hil.runner import AgentProcess

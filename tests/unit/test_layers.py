@@ -40,13 +40,13 @@ def test_the_detector_sees_every_form_of_import() -> None:
         "from agent.errors import DriverError\n"
         "def f():\n"
         "    import agent.config as c\n"
-        "    importlib.import_module('agent.schedule')\n"
+        "    importlib.import_module('agent.busplan')\n"
         "    __import__('hil.rig')\n"
         "import agents_of_change, drivers.bus\n"
         "from drivers.errors import DriverError\n"
     )
     assert upward_imports(source) == [
-        (1, "agent"), (2, "agent.errors"), (4, "agent.config"), (5, "agent.schedule"),
+        (1, "agent"), (2, "agent.errors"), (4, "agent.config"), (5, "agent.busplan"),
         (6, "hil.rig"),
     ]
 

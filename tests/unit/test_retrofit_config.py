@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from agent import config_wallbox as cw
+from agent.busplan import analyse, render
 from agent.config import WallboxConnectorConfig, parse_config
 from agent.errors import ConfigError
-from agent.schedule import analyse, render
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "retrofit-heidelberg.example.yaml"
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from agent.api import models
 from agent.api.bounds import MAX_CONNECTORS
+from agent.busplan import analyse
 from agent.config import ConnectorConfig, parse_config
 from agent.errors import ConfigError
 from agent.limits import (
@@ -35,7 +36,6 @@ from agent.limits import (
     StationInput,
     Status,
 )
-from agent.schedule import analyse
 
 REPO = Path(__file__).resolve().parents[2]
 TWIN = REPO / "config" / "twin.example.yaml"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from agent.busplan import analyse, render
 from agent.config import parse_config
-from agent.schedule import analyse, render
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "evse-agent.example.yaml"
 

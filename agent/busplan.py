@@ -1,11 +1,11 @@
-"""What each bus carries, and the reaction time that schedule guarantees (``check-config``).
+"""The bus plan: what each bus carries, and the reaction time it guarantees (``check-config``).
 
 For every connector the bound is "CP change -> contactor-open frame complete on the wire"
 (``drivers.linetime.worst_case_reaction``). Every lower-priority transaction is counted at its
 *failure* occupancy (request + timeout + drain), because a silent meter is exactly when an
 installer needs the promise to hold. A config whose bound exceeds the budget (100 ms, the
 GB/T 34657.1 limit for S2 open, unplug, CC break, CP short and PE loss) is refused with the
-reason and what to change, by ``check-config`` and by ``run`` alike (``ScheduleReport.refused``
+reason and what to change, by ``check-config`` and by ``run`` alike (``BusPlanReport.refused``
 is the one verdict both use). ``safety.accept_reaction_bound_over_budget`` lets such a schedule
 run anyway (a bench measuring it); the agent then warns at every start and shows it in status.
 """
@@ -32,7 +32,7 @@ BOARD_SAMPLE_S = 0.010  # hardware.md: the board measures CP at least every 10 m
 MAX_LOAD = 0.95  # above this the pilot poll cannot keep its period on average
 
 if TYPE_CHECKING:
-    from agent.schedule_wallbox import WallboxPlan
+    from agent.busplan_wallbox import WallboxPlan
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class ConnectorBound:
 
 
 @dataclass
-class ScheduleReport:
+class BusPlanReport:
     budget_ms: float
     buses: list[BusSchedule]
     connectors: list[ConnectorBound]
@@ -128,7 +128,7 @@ def meter_blocks(cfg: AgentConfig, meter_cfg: MeterConfig) -> list[tuple[int, in
 
 
 def bus_transactions(cfg: AgentConfig, bus: str) -> list[Transaction]:
-    from agent.schedule_wallbox import wallbox_transactions
+    from agent.busplan_wallbox import wallbox_transactions
 
     out: list[Transaction] = []
     for c in cfg.board_connectors():
@@ -235,7 +235,7 @@ def _fixes(cfg: AgentConfig, conn: ConnectorConfig, txns: list[Transaction],
     return fixes
 
 
-def analyse(cfg: AgentConfig, *, advise: bool = True) -> ScheduleReport:
+def analyse(cfg: AgentConfig, *, advise: bool = True) -> BusPlanReport:
     """Each bus's schedule and each connector's bound; ``advise``: with fixes for refusals."""
     per_bus = {name: bus_transactions(cfg, name) for name in cfg.buses}
     buses = []
@@ -245,14 +245,14 @@ def analyse(cfg: AgentConfig, *, advise: bool = True) -> ScheduleReport:
                 if isinstance(b, SerialBus) else f"tcp {b.host}:{b.port}")
         buses.append(BusSchedule(name, line, txns, round(bus_load(txns), 3)))
     bounds = [_bound(cfg, c, per_bus, advise) for c in cfg.board_connectors()]
-    from agent.schedule_wallbox import plan
+    from agent.busplan_wallbox import plan
 
-    return ScheduleReport(cfg.safety.reaction_budget_ms, buses, bounds,
+    return BusPlanReport(cfg.safety.reaction_budget_ms, buses, bounds,
                           cfg.safety.accept_reaction_bound_over_budget,
                           [plan(cfg, c, per_bus) for c in cfg.wallbox_connectors()])
 
 
-def checked_config(path: str) -> tuple[AgentConfig, ScheduleReport]:
+def checked_config(path: str) -> tuple[AgentConfig, BusPlanReport]:
     """The one check ``check-config`` and ``run`` share: validation (ConfigError, exit 2),
     then the schedule (``report.refused``, exit 3). ``run`` calls it before any device is
     opened or any state is written."""
@@ -260,13 +260,13 @@ def checked_config(path: str) -> tuple[AgentConfig, ScheduleReport]:
     return config, analyse(config)
 
 
-def refusals(report: ScheduleReport) -> list[dict[str, Any]]:
+def refusals(report: BusPlanReport) -> list[dict[str, Any]]:
     """Reasons and fixes of the connectors that make the report refused (for the log)."""
     return [{"connector": c.connector, "boundMs": c.bound_ms, "reasons": c.reasons,
              "fixes": c.fixes} for c in report.connectors if not c.ok]
 
 
-def render(report: ScheduleReport) -> str:
+def render(report: BusPlanReport) -> str:
     lines = []
     for bus in report.buses:
         lines.append(f"bus {bus.name}: {bus.line}  (periodic load {bus.load * 100:.1f} %)")
@@ -291,7 +291,7 @@ def render(report: ScheduleReport) -> str:
         for f in c.fixes:
             lines.append(f"  to fix: {f}")
     if report.wallboxes:
-        from agent.schedule_wallbox import render_plans
+        from agent.busplan_wallbox import render_plans
 
         lines.extend(render_plans(report.wallboxes))
     return "\n".join(lines)

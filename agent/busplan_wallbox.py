@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.busplan import PROCESSING_ALLOWANCE_S, Transaction, _timing, _txn, meter_blocks
 from agent.config import AgentConfig, WallboxConnectorConfig
-from agent.schedule import PROCESSING_ALLOWANCE_S, Transaction, _timing, _txn, meter_blocks
 from agent.wallbox.mapping import amps_from_watts, command_amps, command_for
 from drivers.linetime import (
     read_bytes,
