@@ -122,7 +122,7 @@ class RtuLink:
     async def exchange(self, pdu: ModbusPDU, timeout_s: float,
                        frame: bytes | None = None) -> ModbusPDU:
         """Send ``pdu`` (``frame``: its ``build_frame``, when the caller kept it), return the
-        decoded answer (or raise a ``LinkError``)."""
+        decoded answer (or raise a ``ModbusLinkError``)."""
         if self._serial is None or self._loop is None:
             raise LinkLostError(f"{self.port} is not open")
         await self._write(frame if frame is not None else self._framer.buildFrame(pdu))
