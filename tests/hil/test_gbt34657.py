@@ -6,8 +6,12 @@ reaction time is taken from the rig's own timestamps (the change it made to the 
 -> the contactor-open frame complete on the virtual wire) and compared with the standard's
 limit (100 ms, 3 s, 5..10 s); these are compliance limits of the standard, not benchmarks.
 
-Test labs run the twelve items back to back on one charger: the last test runs them one after
-another on ONE agent with the example config, a few seconds apart (issue 9).
+Test labs run the twelve items back to back on one charger, and so does ``make test``: one after
+another on ONE agent with the example config, a few seconds apart (issue 9). The first item meets
+a freshly started agent, every later one an agent that has run the items before it - the harder
+case. One item alone on a fresh agent: ``evse-hil run hil/scenarios/gbt34657_NN_*.yaml`` (the
+same checks); running all twelve alone as well cost ~50 s of the suite's 10 min for no path the
+back-to-back run and the other HIL tests do not already take.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ def test_all_twelve_items_are_present() -> None:
     assert numbers == list(range(1, 13))
 
 
-@pytest.mark.parametrize("path", [*ITEMS, SCENARIOS / "demo.yaml"], ids=lambda p: p.stem)
-async def test_scenario_against_the_agent(path: Path, tmp_path: Path) -> None:
+async def test_the_demo_session_against_the_agent(tmp_path: Path) -> None:
+    path = SCENARIOS / "demo.yaml"
     result = await run_scenario(load_scenario(path), tmp_path / path.stem)
     failed = [f"{c.name}: measured {c.measured}, limit {c.limit} {c.detail}".strip()
               for c in result.checks if not c.passed]
