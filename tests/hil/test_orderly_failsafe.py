@@ -6,7 +6,9 @@ The drawn delays are predictable because the config fixes ``random_seed``: the e
 
 from __future__ import annotations
 
+import json
 import random
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,17 @@ pytestmark = [pytest.mark.mqtt, pytest.mark.hil]
 def draws(seed: int, max_s: float, n: int) -> list[float]:
     rng = random.Random(seed)
     return [rng.uniform(0.0, max_s) for _ in range(n)]
+
+
+def failsafe_telemetry_journaled(journal: Path) -> bool:
+    """A telemetry sample with the fail-safe as its limit source, journaled (read-only)."""
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT payload FROM entries WHERE kind = 'tel'").fetchall()
+    finally:
+        db.close()
+    return any(c.get("limitSource") == "failsafe"
+               for (payload,) in rows for c in json.loads(payload)["connectors"])
 
 
 def delays_reported(a: AgentOnRig) -> list[int]:
@@ -42,6 +55,10 @@ async def test_failsafe_entered_offline_and_lifted_on_reconnect(
         await a.broker_down()
         await a.wait_offer(8, limit_s=30)  # the fail-safe joined the minimum, offline
         assert a.rig.contactor_closed()  # ... and still lets the car charge
+        # Stay offline until a fail-safe telemetry sample is in the journal: the agent may
+        # reconnect less than one telemetry period after the fail-safe began (seen: 0.57 s).
+        await a.wait(lambda: failsafe_telemetry_journaled(a.rig.state_dir / "journal.db"),
+                     "offline telemetry under the fail-safe in the journal", 30)
         await a.broker_up()
 
         entered = await a.wait_event("failsafeEntered", limit_s=30)
