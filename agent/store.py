@@ -22,10 +22,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.api.models import Reply
 from agent.errors import JournalError
+
+if TYPE_CHECKING:  # the API models cost ~1.5 MB: load them with the first command, not at start
+    from agent.api.models import Reply
 
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 _CAUSES: dict[int, str] = {
@@ -274,6 +276,8 @@ class CommandStore:
         )
         if not rows:
             return None
+        from agent.api.models import Reply
+
         return str(rows[0][0]), Reply.model_validate_json(rows[0][1])
 
     def record(
