@@ -229,14 +229,14 @@ async def run(out_dir: Path, progress: Progress, *, window_s: float, quick: bool
                              refine=refine)
     finally:
         conf.close()
-    res.method = _method(conf.method, window_s, len(items), refine)
+    res.method = _method(conf.method, window_s, len(items), refine, floor)
     _figures(res, load, info, tried, len(items))
     res.raw = {"confinement": conf.method, "reactions_ms": load.reactions_ms,
                "limits_ms": load.limits_ms, "charging": info, "search": tried}
     return res
 
 
-def _method(how: str, window_s: float, n_items: int, refine: int) -> str:
+def _method(how: str, window_s: float, n_items: int, refine: int, floor: float) -> str:
     which = "the 12 GB/T 34657.1 items" if n_items == 12 else \
         f"{n_items} of the GB/T 34657.1 items ({', '.join(QUICK_ITEMS)}; quick mode)"
     return (
@@ -251,7 +251,8 @@ def _method(how: str, window_s: float, n_items: int, refine: int) -> str:
         "injected CP shorts. P2 = CP leaves 3' -> contactor-open frame complete on the virtual "
         "wire; P1 = setLimit publish -> duty frame complete, counted only when no CP event "
         f"overlapped it. Search: {which} back to back on a fresh confined agent, at "
-        f"{SHARE:g} % and halving until an item fails (floor 1 %), then {refine} bisection "
+        f"{SHARE:g} % and halving until an item fails (not below {floor:g} %), then {refine} "
+        "bisection "
         "steps; a share holds when every limit of every item passes (one run per share).")
 
 
@@ -290,5 +291,6 @@ def _figures(res: BenchResult, load: Load, info: dict[str, Any], tried: list[dic
     worst = max((t for t in tried if not t["passed"]), key=lambda t: t["share"], default=None)
     res.add(f"smallest CPU share at which {n_items} GB/T 34657.1 items pass", lowest,
             "% of one core", note=steps + (f"; at {worst['share']:.3g} %: "
-                                           + "; ".join(worst["failures"][:2]) if worst else ""))
+                                           + "; ".join(worst["failures"][:2]) if worst else
+                                           "; none failed: the search stopped at its floor"))
     res.notes.extend(load.failures)
