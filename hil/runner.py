@@ -25,7 +25,7 @@ import yaml
 from agent import localapi
 from agent.config import AgentConfig, parse_config
 from hil.aggregator import Aggregator, valley_profile
-from hil.broker import Broker, mosquitto_binary
+from hil.broker import Mosquitto, mosquitto_binary
 from hil.ev import EvParams, current_from_duty
 from hil.report import Timeline, plot_timeline, render_markdown
 from hil.rig import Rig, RigOptions
@@ -111,7 +111,7 @@ def rig_options(spec: dict[str, Any]) -> RigOptions:
 
 
 def scenario_config(scenario: Scenario, override_path: str | None = None,
-                    broker: Broker | None = None) -> AgentConfig:
+                    broker: Mosquitto | None = None) -> AgentConfig:
     source = override_path or scenario.config
     path = Path(source) if source else DEFAULT_CONFIG
     if not path.is_absolute() and not path.exists():
@@ -125,7 +125,7 @@ def scenario_config(scenario: Scenario, override_path: str | None = None,
     return parse_config(data, source=str(path))
 
 
-def _start_broker(scenario: Scenario, out_dir: Path, result: RunResult) -> Broker | None:
+def _start_broker(scenario: Scenario, out_dir: Path, result: RunResult) -> Mosquitto | None:
     """A private mosquitto when the scenario wants MQTT; without the binary, say so and run
     the local part of the scenario (aggregator steps then fail as 'no broker')."""
     if scenario.mqtt is None:
@@ -134,7 +134,7 @@ def _start_broker(scenario: Scenario, out_dir: Path, result: RunResult) -> Broke
         result.notes.append("mosquitto not installed (apt-get install mosquitto): the "
                             "aggregator part of this scenario cannot run")
         return None
-    broker = Broker(out_dir / "broker")
+    broker = Mosquitto(out_dir / "broker")
     broker.start()
     result.notes.append(f"private mosquitto on {broker.host}:{broker.port} (pid {broker.pid})")
     return broker

@@ -10,20 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
 import os
 import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from agent.config import AgentConfig, parse_config
+from hil.envelope import encode, envelope
 from hil.ev import EvParams
+from hil.poll import poll_until
 from hil.report import Event
 from hil.rig import Rig, RigOptions
 from hil.runner import DEFAULT_CONFIG, AgentProcess
@@ -228,22 +229,13 @@ async def wait_frame(rig: Rig, since: float, what: str, timeout_s: float,
         await asyncio.sleep(poll_s)
 
 
-async def wait_for(pred: Any, timeout_s: float, poll_s: float = 0.005) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(poll_s)
-    return True
-
-
 async def start_charging(rig: Rig, timeout_s: float = 10.0) -> bool:
     """Plug in a vehicle that wants to charge; True once the contactor is closed."""
     if not rig.ev.plugged:
         rig.ev_action("plug_in", cable_a=32.0, wants_charge=True)
     elif not rig.ev.s2_closed:
         rig.ev_action("close_s2")
-    return await wait_for(rig.contactor_closed, timeout_s)
+    return await poll_until(rig.contactor_closed, timeout_s, 0.005)
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -251,11 +243,6 @@ async def start_charging(rig: Rig, timeout_s: float = 10.0) -> bool:
 def set_limit(command_id: str, seq: int, amps: float, *, connector: int | None = 1,
               duration_s: int = 3600) -> bytes:
     """A setLimit envelope (unsigned: the bench agents run without issuer keys)."""
-    cmd: dict[str, Any] = {
-        "v": 1, "id": command_id, "type": "setLimit", "issuer": ISSUER,
-        "issuedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "seq": seq, "body": {"limit": {"value": amps, "unit": "A"}, "durationS": duration_s},
-    }
-    if connector is not None:
-        cmd["connector"] = connector
-    return json.dumps(cmd, separators=(",", ":")).encode()
+    return encode(envelope("setLimit", {"limit": {"value": amps, "unit": "A"},
+                                        "durationS": duration_s},
+                           connector=connector, issuer=ISSUER, id=command_id, seq=seq))

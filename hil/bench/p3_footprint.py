@@ -35,7 +35,7 @@ from hil.bench.common import (
     station,
 )
 from hil.bench.stats import BenchResult, Goal, summarize
-from hil.broker import Broker
+from hil.broker import Mosquitto
 
 
 @dataclass
@@ -109,7 +109,7 @@ async def run(out_dir: Path, progress: Progress, *, window_s: float,
         f"{idle_window_s:.0f} s plugged in and idle (the vehicle opened S2; 3 s settling) and "
         f"{idle_window_s:.0f} s with no vehicle (unplugged; 3 s settling). The rig (simulated "
         "boards, pty line timing) and this bench run in another process."))
-    with Broker(out_dir / "broker") as broker:
+    with Mosquitto(out_dir / "broker", throughput=True) as broker:
         cfg = bench_config(mqtt={"host": broker.host, "port": broker.port,
                                  "telemetry_period_s": 1})
         tel: list[float] = []

@@ -23,8 +23,9 @@ import yaml
 from agent import localapi
 from agent.config import parse_config
 from agent.errors import AgentError
-from hil.faults.broker_ctl import Mosquitto, Subscriber
+from hil.broker import Mosquitto
 from hil.faults.proxy import BlackholeProxy
+from hil.faults.subscriber import Subscriber
 from hil.rig import Rig, RigOptions
 from hil.runner import DEFAULT_CONFIG, AgentProcess
 from hil.scenario import deep_merge

@@ -14,31 +14,28 @@ id, an increasing ``seq`` and ``issuedAt`` now; replies are matched on ``command
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import signal
 import subprocess
-import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.api.jws import sign_envelope
 from agent.config import parse_config
+from hil.broker import Mosquitto
+from hil.envelope import envelope
+from hil.poll import wait_until
+from hil.recorder import Recorder
 from hil.rig import RigOptions
 from hil.runner import AgentProcess
 from hil.scenario import deep_merge
 from hil.wallbox_rig import make_rig
-from tests.broker import MosquittoBroker, Recorder, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "config" / "evse-agent.example.yaml"
 ROOT = "evse/v1"
-ISSUER = "agg-1"
 WAIT_S = 20.0
 # The safety timings are not under test here: wider margins keep a busy CI host (the rig shares
 # this process's event loop) from raising PILOT_BOARD_LOST in the middle of an orderly test.
@@ -49,29 +46,6 @@ LOADED_HOST: dict[str, Any] = {
                # the 40 ms timeout puts the bound at ~134 ms: run refuses that without this
                "accept_reaction_bound_over_budget": True},
 }
-_seq = itertools.count(int(datetime.now(UTC).timestamp() * 1000))  # above any earlier run's
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def now_iso(offset_s: float = 0.0) -> str:
-    return iso(datetime.now(UTC) + timedelta(seconds=offset_s))
-
-
-def envelope(type_: str, body: Mapping[str, Any], *, connector: int | None = None,
-             key: Ed25519PrivateKey | None = None, **fields: Any) -> dict[str, Any]:
-    """A command envelope; ``fields`` override id/issuer/issuedAt/seq/expiresAt."""
-    env: dict[str, Any] = {"v": 1, "id": f"c-{uuid.uuid4().hex[:16]}", "type": type_,
-                           "issuer": ISSUER, "issuedAt": now_iso(), "seq": next(_seq),
-                           "body": dict(body)}
-    if connector is not None:
-        env["connector"] = connector
-    env.update(fields)
-    if key is not None:
-        env["sig"] = sign_envelope(env, key)
-    return env
 
 
 def agent_config(device_id: str, overrides: Mapping[str, Any] | None = None,
@@ -93,7 +67,7 @@ class AgentOnRig:
     def __init__(
         self,
         run_dir: Path,
-        broker: MosquittoBroker,
+        broker: Mosquitto,
         *,
         device_id: str = "CN-TEST-0001",
         mqtt: Mapping[str, Any] | None = None,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.broker import MosquittoBroker
+from hil.broker import Mosquitto
 from tests.hil.orderly_harness import REPO, AgentOnRig, run_cli
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.hil]
@@ -26,7 +26,7 @@ SCRIPT = REPO / "docs" / "aggregator-examples.sh"
 FAST: dict[str, Any] = {"poll_ms": 200, "verify_s": 1, "lost_ms": 1500, "watchdog_s": 2}
 
 
-def retrofit(tmp_path: Path, broker: MosquittoBroker, *, mqtt: dict[str, Any] | None = None,
+def retrofit(tmp_path: Path, broker: Mosquitto, *, mqtt: dict[str, Any] | None = None,
              connector: dict[str, Any] | None = None) -> AgentOnRig:
     conn = {"wallbox": dict(FAST), **(connector or {})}
     return AgentOnRig(tmp_path, broker, mqtt=mqtt, connector=conn, base=RETROFIT,
@@ -38,7 +38,7 @@ def register_writes(a: AgentOnRig, register: str) -> list[int]:
                                                                    register=register)]
 
 
-async def test_charge_and_curtail_over_mqtt(broker: MosquittoBroker, tmp_path: Path) -> None:
+async def test_charge_and_curtail_over_mqtt(broker: Mosquitto, tmp_path: Path) -> None:
     async with retrofit(tmp_path, broker) as a:
         birth = next(s for s in a.recorder.json_on(f"{a.base}/status") if s.get("online"))
         (info,) = birth["connectors"]
@@ -74,7 +74,7 @@ async def test_charge_and_curtail_over_mqtt(broker: MosquittoBroker, tmp_path: P
 
 
 async def test_sigkill_leaves_the_wallbox_at_its_failsafe_current(
-        broker: MosquittoBroker, tmp_path: Path) -> None:
+        broker: Mosquitto, tmp_path: Path) -> None:
     mqtt = {"failsafe": {"after_s": 60, "value": 8, "unit": "A"}}
     async with retrofit(tmp_path, broker, mqtt=mqtt) as a:
         sim = a.rig.connector().sim
@@ -92,7 +92,7 @@ async def test_sigkill_leaves_the_wallbox_at_its_failsafe_current(
         assert a.rig.contactor_closed()  # still charging, at the defined current
 
 
-async def test_bus_cut_falls_back_then_recovers(broker: MosquittoBroker, tmp_path: Path) -> None:
+async def test_bus_cut_falls_back_then_recovers(broker: Mosquitto, tmp_path: Path) -> None:
     mqtt = {"failsafe": {"after_s": 60, "value": 8, "unit": "A"}}
     async with retrofit(tmp_path, broker, mqtt=mqtt) as a:
         await a.plug_and_charge()
@@ -108,7 +108,7 @@ async def test_bus_cut_falls_back_then_recovers(broker: MosquittoBroker, tmp_pat
         await a.wait_offer(12)  # limit, watchdog and fail-safe are the agent's again
 
 
-async def test_reset_to_defaults_is_reprogrammed(broker: MosquittoBroker, tmp_path: Path) -> None:
+async def test_reset_to_defaults_is_reprogrammed(broker: Mosquitto, tmp_path: Path) -> None:
     async with retrofit(tmp_path, broker, mqtt={"failsafe": {"value": 7, "unit": "A"}}) as a:
         sim = a.rig.connector().sim
         await a.plug_and_charge()
@@ -124,7 +124,7 @@ async def test_reset_to_defaults_is_reprogrammed(broker: MosquittoBroker, tmp_pa
 
 
 async def test_out_of_table_state_is_a_fault_with_the_raw_value(
-        broker: MosquittoBroker, tmp_path: Path) -> None:
+        broker: Mosquitto, tmp_path: Path) -> None:
     async with retrofit(tmp_path, broker) as a:
         await a.plug_and_charge()
         await a.wait_offer(16)
@@ -140,7 +140,7 @@ async def test_out_of_table_state_is_a_fault_with_the_raw_value(
 
 
 async def test_the_aggregator_examples_run_unchanged_against_a_retrofit(
-        broker: MosquittoBroker, tmp_path: Path) -> None:
+        broker: Mosquitto, tmp_path: Path) -> None:
     if not all(shutil.which(c) for c in ("mosquitto_pub", "mosquitto_sub", "mosquitto_rr")):
         pytest.skip("mosquitto-clients not installed")
     # single phase at 220 V: the script's 3.5 kW is 15.9 A, within the Heidelberg's 6-16 A
@@ -177,7 +177,7 @@ async def test_the_retrofit_scenario_passes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("profile", "paused_by"), [("phoenix-ev-cc", "charging_enabled"),
                                                     ("evse-wb-din", "configured_current")])
 async def test_the_other_built_in_profiles_charge_and_pause(
-        broker: MosquittoBroker, tmp_path: Path, profile: str, paused_by: str) -> None:
+        broker: Mosquitto, tmp_path: Path, profile: str, paused_by: str) -> None:
     """No energy register: a meter shares the wallbox's bus; Phoenix pauses by its enable coil
     (never by an illegal current), EVSE-WB-DIN keeps its 200 ms gap (its simulator does not
     answer inside it)."""
