@@ -22,9 +22,9 @@ from pathlib import Path
 from agent.config import load_config
 from agent.errors import ConfigError
 from hil.report import summary_line
+from hil.rig import Rig
 from hil.runner import run_scenario
 from hil.scenario import ScenarioError, load_scenario
-from hil.wallbox_rig import make_rig
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -79,9 +79,9 @@ def _rig(config_path: str, run_dir: str | None) -> int:
     directory = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="evse-hil-"))
 
     async def serve() -> None:
-        async with make_rig(config, directory) as rig:
+        async with Rig(config, directory) as rig:
             for name in config.buses:
-                print(f"bus {name}: {rig.link(name)} -> {rig.bridges[name].path_b}")
+                print(f"bus {name}: {rig.link(name)} (rig process {rig.pid})")
             print(f"patched config: {rig.patched_config_path}")
             print(f"run the agent:  evse-agent run -c {rig.patched_config_path}")
             print("Ctrl-C to stop", flush=True)

@@ -1,8 +1,5 @@
-"""Run a scenario: the rig in this process, the agent as a separate process, steps in order.
-
-The agent is started as ``[sys.executable, "-m", "agent.cli", "run", "-c", <patched config>]``
-with its JSON log in ``<out>/agent.log``; the runner waits for ``agent_ready``, executes the
-steps, and always stops the agent by PID (SIGTERM, then SIGKILL) and the rig afterwards.
+"""Run a scenario: the rig and the agent (``hil.agent_process``) each in a process of its own,
+steps in order; the agent is always stopped by PID (SIGTERM, then SIGKILL) and the rig after it.
 Expectations are judged from the rig's timeline (rig clock), never from the agent's own log.
 """
 
@@ -11,9 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,6 +18,7 @@ import yaml
 
 from agent import localapi
 from agent.config import AgentConfig, parse_config
+from hil.agent_process import AgentProcess
 from hil.aggregator import Aggregator, valley_profile
 from hil.broker import Mosquitto, mosquitto_binary
 from hil.ev import EvParams, current_from_duty
@@ -33,74 +28,11 @@ from hil.scenario import (
     CONDITIONS as CONDITION_KEYS,
 )
 from hil.scenario import Check, RunResult, Scenario, Step, StepOutcome, deep_merge
-from hil.wallbox_rig import make_rig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "evse-agent.example.yaml"
-READY_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 5.0
 POLL_S = 0.005
 DEFAULT_WITHIN_S = 1.0
-
-
-class AgentProcess:
-    """The agent under test, a child process this object started and stops by PID."""
-
-    def __init__(self, config_path: Path, log_path: Path, *, cwd: Path = REPO_ROOT) -> None:
-        self.config_path = config_path
-        self.log_path = log_path
-        self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "agent.cli", "run", "-c", str(self.config_path)]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=self.cwd)
-
-    async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                code = None if self.proc is None else self.proc.returncode
-                raise RuntimeError(f"agent exited (code {code}) before agent_ready:\n"
-                                   + self.log_tail())
-            if any(e.get("event") == "agent_ready" for e in self.log_events()):
-                return
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"no agent_ready within {timeout_s} s:\n" + self.log_tail())
-
-    def log_events(self) -> list[dict[str, Any]]:
-        out = []
-        with contextlib.suppress(OSError):
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                with contextlib.suppress(json.JSONDecodeError):
-                    obj = json.loads(line)
-                    if isinstance(obj, dict):
-                        out.append(obj)
-        return out
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT_S)
-        return self.proc.returncode
 
 
 def rig_options(spec: dict[str, Any]) -> RigOptions:
@@ -298,6 +230,9 @@ class ScenarioRunner:
                     connector: int | None) -> Check:
         c = self.rig.connector(connector)
         profile = self.rig.config.profile
+
+        def duty_now() -> int:
+            return int(self.rig.probe(connector)["duty"])
         if "pwm" in cond:
             want_on = str(cond["pwm"]).lower() in ("on", "true", "1")
 
@@ -313,17 +248,17 @@ class ScenarioRunner:
         hold = cond.get("hold_s")
         deadline = start + (within or 0.0)
         while True:
-            if pred(c.pilot.duty_actual(self.rig.clock())) or self.rig.now() >= deadline:
+            if pred(duty_now()) or self.rig.now() >= deadline:
                 break
             await asyncio.sleep(POLL_S)
-        duty = c.pilot.duty_actual(self.rig.clock())
+        duty = duty_now()
         live = f"duty {duty / 10:g} % = {current_from_duty(duty, profile):g} A"
         if not pred(duty):
             return Check(name, False, live, _with_time(limit_txt, cond))
         if hold is not None:
             end = self.rig.now() + float(hold)
             while self.rig.now() < end:
-                if not pred(c.pilot.duty_actual(self.rig.clock())):
+                if not pred(duty_now()):
                     return Check(name, False, "changed during hold", f"{limit_txt} for {hold} s")
                 await asyncio.sleep(POLL_S)
             return Check(name, True, live, f"{limit_txt} for {hold} s")
@@ -363,16 +298,16 @@ class ScenarioRunner:
 
     async def _probe(self, key: str, want: Any, cond: dict[str, Any],
                      connector: int | None) -> tuple[bool, str]:
-        c = self.rig.connector(connector)
-        now = self.rig.clock()
+        if key in ("current_a", "lock", "cp_v"):
+            hw = self.rig.probe(connector)
         if key == "current_a":
-            got = c.ev.current_a()
+            got = float(hw["current_a"])
             return abs(got - float(want)) <= float(cond.get("tol_a", 0.5)), f"{got:g} A"
         if key == "lock":
-            locked = c.relay.locked(now)
+            locked = bool(hw["lock"])
             return locked == (str(want) == "locked"), "locked" if locked else "released"
         if key == "cp_v":
-            volts = c.pilot.cp_mv(now)[0] / 1000.0
+            volts = float(hw["cp_v"])
             return abs(volts - float(want)) <= 0.8, f"{volts:.2f} V"
         status = await self.connector_status(connector)
         faults = [str(f) for f in status.get("faults") or []]
@@ -387,7 +322,8 @@ class ScenarioRunner:
         if key == "energy_wh_min":
             meter = status.get("meter") or {}
             energy = float(meter.get("energyImportWh") or 0.0)
-            return energy >= float(want), f"{energy:.2f} Wh (rig {c.energy_wh:.2f} Wh)"
+            rig_wh = self.rig.connector(connector).energy_wh
+            return energy >= float(want), f"{energy:.2f} Wh (rig {rig_wh:.2f} Wh)"
         raise ValueError(f"unknown condition {key!r}")
 
     def _signal_at(self, name: str, t: float, connector: int) -> Any:
@@ -443,7 +379,7 @@ async def run_scenario(
     t_start = time.monotonic()
     broker = _start_broker(scenario, out_dir, result) if with_agent else None
     config = scenario_config(scenario, config_path, broker)
-    rig = make_rig(config, out_dir / "run", options=rig_options(scenario.rig))
+    rig = Rig(config, out_dir / "run", options=rig_options(scenario.rig))
     agent: AgentProcess | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:

@@ -22,13 +22,13 @@ from typing import Any
 import yaml
 
 from agent.config import AgentConfig, parse_config
+from hil.agent_process import AgentProcess
 from hil.envelope import encode, envelope
 from hil.ev import EvParams
 from hil.poll import poll_until
 from hil.report import Event
 from hil.rig import Rig, RigOptions
-from hil.runner import DEFAULT_CONFIG, AgentProcess
-from hil.wallbox_rig import make_rig
+from hil.runner import DEFAULT_CONFIG
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ISSUER = "bench"
@@ -181,7 +181,7 @@ async def station(config: AgentConfig, run_dir: Path, options: RigOptions | None
     process was spawned (both ``time.time()`` of this machine).
     """
     await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
-    rig = make_rig(config, run_dir / "rig", options=options or RigOptions())
+    rig = Rig(config, run_dir / "rig", options=options or RigOptions())
     await rig.start()
     agent = AgentProcess(rig.patched_config_path, run_dir / "agent.log")
     try:
@@ -201,21 +201,9 @@ async def station(config: AgentConfig, run_dir: Path, options: RigOptions | None
 
 
 def recent_frame(rig: Rig, since: float, what: str) -> Event | None:
-    """The first ``frame`` tagged ``what`` at or after ``since``, scanning back from the newest.
-
-    ``Timeline.first`` copies and scans the whole list: polled every few ms over minutes of
-    charging that cost the bench process (which also runs the simulated devices) enough CPU to
-    delay their answers. Events arrive in time order, so the scan stops at ``since``.
-    """
-    events = rig.timeline._events
-    found = None
-    for i in range(len(events) - 1, -1, -1):
-        e = events[i]
-        if e.t < since:
-            break
-        if e.kind == "frame" and e.data.get("what") == what:
-            found = e
-    return found
+    """The first ``frame`` tagged ``what`` at or after ``since`` (scanning back from the newest:
+    polled every few ms over minutes of charging)."""
+    return rig.timeline.recent("frame", since, what=what)
 
 
 async def wait_frame(rig: Rig, since: float, what: str, timeout_s: float,

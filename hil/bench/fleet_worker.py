@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hil.agent_process import AgentProcess
 from hil.bench.common import bench_config, default_config_data, wait_frame
 from hil.poll import poll_until
 from hil.rig import Rig, RigOptions
-from hil.runner import AgentProcess
 
 
 def fleet_config_data(poll_ms: float) -> dict[str, Any]:

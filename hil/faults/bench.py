@@ -23,13 +23,13 @@ import yaml
 from agent import localapi
 from agent.config import parse_config
 from agent.errors import AgentError
+from hil.agent_process import AgentProcess
 from hil.broker import Mosquitto
 from hil.faults.proxy import BlackholeProxy
 from hil.faults.subscriber import Subscriber
 from hil.rig import Rig, RigOptions
-from hil.runner import DEFAULT_CONFIG, AgentProcess
+from hil.runner import DEFAULT_CONFIG
 from hil.scenario import deep_merge
-from hil.wallbox_rig import make_rig
 
 DEVICE_ID = "CN-FAULT-0001"
 AGGREGATOR, AGGREGATOR_PASSWORD = "aggregator", "bench-only-password"
@@ -108,7 +108,7 @@ class Bench:
                                             password=AGGREGATOR_PASSWORD).start()
             data = deep_merge(data, self.overrides)
             config = parse_config(data, source="fault bench")
-            self.rig = make_rig(config, self.out_dir / "run", options=RigOptions())
+            self.rig = Rig(config, self.out_dir / "run", options=RigOptions())
             await self.rig.start()
         except BaseException:
             await self.close()
@@ -250,9 +250,8 @@ class Bench:
 
     def is_safe(self) -> bool:
         """Contactor open and no PWM on the line, as the hardware shows it."""
-        c = self.r.connector()
-        duty = c.pilot.duty_actual(self.r.clock())
-        return not self.r.contactor_closed() and not 0 < duty < PWM_OFF
+        hw = self.r.probe()
+        return not hw["contactor"] and not 0 < hw["duty"] < PWM_OFF
 
     # --- the agent's durable state ---------------------------------------------------------
 

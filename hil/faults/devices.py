@@ -9,10 +9,6 @@ hardware stays safe, removes the cause and checks the way back to charging.
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Callable
-
-from pymodbus.framer import FramerRTU
 
 from agent.shell.connector import METER_FROZEN_READS
 from hil.faults.bench import Bench
@@ -130,13 +126,12 @@ async def meter_frozen(b: Bench, o: Outcome) -> None:
     if not await start_charging(b, o):
         return
     await asyncio.sleep(1.0)
-    b.r.connector().meter.freeze(True)
-    t0 = b.r.timeline.add("inject", b.r.clock(), fault="meter_freeze", value=True).t
+    t0 = b.r.inject("meter_freeze")
     cfg = b.r.config
     limit = (METER_FROZEN_READS + 1) * cfg.connectors[0].meter.poll_ms / 1000 \
         + cfg.safety.meter_grace_s + 2.0
     await expect_safe(b, o, t0, limit, "METER_LOST")
-    b.r.connector().meter.freeze(False)
+    b.r.inject("meter_freeze", False)
     await expect_recovery(b, o, "by itself (meter moves again) + fresh authorisation")
     b.r.ev_action("open_s2")
     await asyncio.sleep(0.5)
@@ -166,36 +161,17 @@ async def pilot_frozen(b: Bench, o: Outcome) -> None:
     await expect_recovery(b, o, "by itself (sample_seq moves) + fresh authorisation")
 
 
-def garbage_mutator(b: Bench, rng: random.Random) -> Callable[[str, bytes], bytes | None]:
-    """Pilot-board sample answers with random register values and a valid CRC."""
-    bridge = b.r.bridges["control"]
-    original = bridge.mutate
-    unit = b.r.config.connectors[0].pilot_board.unit
-
-    def mutate(direction: str, data: bytes) -> bytes | None:
-        if (direction == "b->a" and len(data) == PILOT_SAMPLE_ANSWER_LEN and data[0] == unit
-                and data[1] == 4):
-            body = data[:3] + bytes(rng.randrange(256) for _ in range(16))
-            return body + FramerRTU.compute_CRC(body).to_bytes(2, "big")
-        return original(direction, data) if original is not None else data
-
-    return mutate
-
-
 async def pilot_garbage(b: Bench, o: Outcome) -> None:
     if not await start_charging(b, o):
         return
-    bridge = b.r.bridges["control"]
-    original = bridge.mutate
-    bridge.mutate = garbage_mutator(b, random.Random(1))
-    t0 = b.r.timeline.add("inject", b.r.clock(), fault="pilot_garbage", value=True).t
+    t0 = b.r.inject("pilot_garbage", {"seed": 1})
     await expect_safe(b, o, t0, 1.0, None)
     st = await b.status()
     o.say(f"faults {', '.join(st.get('faults') or []) or 'none'}; safe in {_ms(o.t_safe_s)}")
     o.check(bool(st.get("faults")), "a fault names the garbage")
     await asyncio.sleep(1.0)
     o.check(b.is_safe(), "stays safe while the garbage goes on")
-    bridge.mutate = original
+    b.r.inject("pilot_garbage", False)
     await expect_recovery(b, o, "unplug + plug in (latched CP faults)", replug=True)
 
 
@@ -205,9 +181,8 @@ async def relay_gone(b: Bench, o: Outcome) -> None:
     if not await start_charging(b, o):
         return
     cfg = b.r.config.connectors[0].relay_board
-    bus = b.r.buses[cfg.bus]
-    bus.set_silent(cfg.unit, True)
-    t0 = b.r.timeline.add("inject", b.r.clock(), fault="relay_gone", value=True).t
+    where = {"bus": cfg.bus, "unit": cfg.unit}
+    t0 = b.r.inject("unit_silent", where)
     lost = b.r.config.safety.relay_lost_ms / 1000
     await b.wait_safe(t0, lost + 2.0)
     t_open, t_pwm = b.safe_times(t0)
@@ -218,7 +193,7 @@ async def relay_gone(b: Bench, o: Outcome) -> None:
     st = await b.status()
     o.check(any("RELAY_BOARD_LOST" in f for f in st.get("faults", [])), "RELAY_BOARD_LOST")
     # the board comes back: the agent must make the contacts follow its "open"
-    bus.set_silent(cfg.unit, False)
+    b.r.inject("unit_silent", {**where, "on": False})
     t1 = b.r.now()
     opened = await b.wait_rig(lambda: not b.r.contactor_closed(), 3.0)
     o.check(opened, "contactor actually open once the board answers again")
@@ -239,7 +214,7 @@ async def port_vanish(b: Bench, o: Outcome) -> None:
         return
     t0 = b.r.inject("port_vanish", "control")
     watchdog = b.r.config.connectors[0].pilot_board.watchdog_ms / 1000
-    board_pwm_off = await b.wait_rig(lambda: not b.r.connector().pilot.pwm_on(b.r.clock()),
+    board_pwm_off = await b.wait_rig(lambda: not b.r.probe()["pwm_on"],
                                      watchdog + 2.0)
     o.check(board_pwm_off, f"pilot board's watchdog stops PWM (<= {watchdog:g} s)")
     await b.wait_rig(lambda: b.r.ev.current_a() == 0, 5.0)

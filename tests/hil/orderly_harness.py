@@ -24,14 +24,13 @@ from typing import Any
 import yaml
 
 from agent.config import parse_config
+from hil.agent_process import AgentProcess
 from hil.broker import Mosquitto
 from hil.envelope import envelope
 from hil.poll import wait_until
 from hil.recorder import Recorder
-from hil.rig import RigOptions
-from hil.runner import AgentProcess
+from hil.rig import Rig, RigOptions
 from hil.scenario import deep_merge
-from hil.wallbox_rig import make_rig
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "config" / "evse-agent.example.yaml"
@@ -86,7 +85,7 @@ class AgentOnRig:
             "random_delay_max_s": 0, "telemetry_period_s": 2, "telemetry_idle_period_s": 5,
             "keepalive_s": 5, **(mqtt or {})}
         self.config = agent_config(device_id, overrides, connector, base)
-        self.rig = make_rig(self.config, run_dir / "rig", options=RigOptions())
+        self.rig = Rig(self.config, run_dir / "rig", options=RigOptions())
         self.recorder = Recorder(broker.host, broker.port, [f"{self.base}/#"],
                                  identifier=f"test-consumer-{device_id}" if recorder_session
                                  else None, session=recorder_session)

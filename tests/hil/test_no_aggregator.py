@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
+from hil.agent_process import AgentProcess
 from hil.broker import Mosquitto
 from hil.poll import wait_until
 from hil.recorder import Recorder
 from hil.rig import Rig, RigOptions
-from hil.runner import AgentProcess
 from tests.hil.orderly_harness import agent_config, run_cli
 
 pytestmark = pytest.mark.hil

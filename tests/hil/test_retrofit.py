@@ -44,7 +44,7 @@ async def test_charge_and_curtail_over_mqtt(broker: Mosquitto, tmp_path: Path) -
         (info,) = birth["connectors"]
         assert info["pilot"] == "wallbox" and info["wallboxProfile"] == "heidelberg"
         assert info["maxCurrentA"] == 16.0
-        sim = a.rig.connector().sim
+        sim = a.rig.connector()
         assert sim.memory["standby"] == 4  # standby disabled: its RS-485 side stays awake
 
         await a.plug_and_charge()
@@ -77,7 +77,7 @@ async def test_sigkill_leaves_the_wallbox_at_its_failsafe_current(
         broker: Mosquitto, tmp_path: Path) -> None:
     mqtt = {"failsafe": {"after_s": 60, "value": 8, "unit": "A"}}
     async with retrofit(tmp_path, broker, mqtt=mqtt) as a:
-        sim = a.rig.connector().sim
+        sim = a.rig.connector()
         assert sim.memory["failsafe_current"] == 80 and sim.memory["watchdog_timeout"] == 2000
         await a.plug_and_charge()
         await a.wait_offer(16)
@@ -110,7 +110,7 @@ async def test_bus_cut_falls_back_then_recovers(broker: Mosquitto, tmp_path: Pat
 
 async def test_reset_to_defaults_is_reprogrammed(broker: Mosquitto, tmp_path: Path) -> None:
     async with retrofit(tmp_path, broker, mqtt={"failsafe": {"value": 7, "unit": "A"}}) as a:
-        sim = a.rig.connector().sim
+        sim = a.rig.connector()
         await a.plug_and_charge()
         await a.send("setLimit", {"limit": {"value": 9, "unit": "A"}, "durationS": 600,
                                   "dsr": True})
@@ -186,7 +186,7 @@ async def test_the_other_built_in_profiles_charge_and_pause(
             "meter": {"bus": "wallbox", "unit": 2, "model": "sdm630", "poll_ms": 1000}}
     async with AgentOnRig(tmp_path, broker, connector=conn, overrides=overrides, base=RETROFIT,
                           device_id="CN-TEST-R002") as a:
-        sim = a.rig.connector().sim
+        sim = a.rig.connector()
         await a.plug_and_charge()
         await a.wait_offer(16)
         await a.send("setLimit", {"limit": {"value": 11.6, "unit": "A"}, "durationS": 600,

@@ -27,10 +27,10 @@ import yaml
 
 from agent.faults import FaultCode
 from agent.pilot import PilotState
+from hil.agent_process import AgentProcess
 from hil.broker import Mosquitto
 from hil.ev import current_from_duty
 from hil.rig import Rig, RigOptions
-from hil.runner import AgentProcess
 from tests.hil.orderly_harness import AgentOnRig, agent_config
 
 pytestmark = [pytest.mark.hil, pytest.mark.mqtt]
