@@ -23,8 +23,8 @@ from agent.config import load_config
 from agent.errors import ConfigError
 from hil.report import summary_line
 from hil.rig import Rig
-from hil.runner import run_scenario
 from hil.scenario import ScenarioError, load_scenario
+from hil.scenario_runner import run_scenario
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args.scenario, args.out, args.config)
         if args.command == "faults":
-            from hil.faults.runner import main as faults_main
+            from hil.faults.matrix import main as faults_main
 
             return faults_main(args.out, args.only, args.quick)
         if args.command == "bench":

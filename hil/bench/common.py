@@ -28,7 +28,7 @@ from hil.ev import EvParams
 from hil.poll import poll_until
 from hil.report import Event
 from hil.rig import Rig, RigOptions
-from hil.runner import DEFAULT_CONFIG
+from hil.scenario_runner import DEFAULT_CONFIG
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ISSUER = "bench"

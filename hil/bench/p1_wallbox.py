@@ -30,7 +30,7 @@ from hil.bench.stats import BenchResult, summarize
 from hil.broker import Mosquitto
 from hil.poll import poll_until
 from hil.ptybridge import LineSettings
-from hil.runner import REPO_ROOT
+from hil.scenario_runner import REPO_ROOT
 
 RETROFIT = REPO_ROOT / "config" / "retrofit-heidelberg.example.yaml"
 WRITE_FRAME_BYTES = 11  # FC16 of one register: unit, fc, addr(2), count(2), bytes, value(2), crc(2)

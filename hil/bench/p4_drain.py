@@ -22,7 +22,7 @@ from agent.journal import Journal
 from hil.bench.common import NO_DELAY, Progress, bench_config, proc_status_kb, station
 from hil.bench.stats import BenchResult, Goal
 from hil.broker import Mosquitto
-from hil.runner import REPO_ROOT
+from hil.scenario_runner import REPO_ROOT
 
 TEL_BODY = {"connectors": [{"connector": 1, "pilot": "C", "contactor": "closed",
                             "currentA": [16.02], "voltageV": [229.8], "powerW": 3681.5,

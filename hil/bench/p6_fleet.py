@@ -23,7 +23,7 @@ import aiomqtt
 from hil.bench.common import ISSUER, NO_DELAY, Progress, set_limit
 from hil.bench.stats import BenchResult, Goal, summarize
 from hil.broker import Mosquitto
-from hil.runner import REPO_ROOT
+from hil.scenario_runner import REPO_ROOT
 
 GROUP = "bench-fleet"
 READY_TIMEOUT_S = 90.0

@@ -30,7 +30,7 @@ from hil.bench.common import (
 )
 from hil.bench.stats import BenchResult, Goal
 from hil.broker import Mosquitto
-from hil.runner import REPO_ROOT
+from hil.scenario_runner import REPO_ROOT
 
 
 def _free_port() -> int:

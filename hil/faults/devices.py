@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 
 from agent.shell.connector import METER_FROZEN_READS
-from hil.faults.bench import Bench
-from hil.faults.outcome import Outcome
+from hil.faults.case_report import CaseReport
+from hil.faults.testbed import Testbed
 
 PILOT_SAMPLE_ANSWER_LEN = 3 + 16 + 2  # unit, fc, byte count, 8 registers, CRC
 
@@ -21,12 +21,13 @@ def _ms(seconds: float | None) -> str:
     return "never" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-async def start_charging(b: Bench, o: Outcome) -> bool:
+async def start_charging(b: Testbed, o: CaseReport) -> bool:
     await b.start_agent()
     return o.check(await b.charge(), "charging before the fault (contactor closed, EV drawing)")
 
 
-async def expect_safe(b: Bench, o: Outcome, t0: float, limit_s: float, code: str | None) -> None:
+async def expect_safe(b: Testbed, o: CaseReport, t0: float, limit_s: float,
+                      code: str | None) -> None:
     """Contactor-open frame and PWM off after ``t0``; the fault shows on the control socket."""
     t_open, t_pwm = await b.wait_safe(t0, limit_s)
     o.check(t_open is not None, f"contactor-open frame within {limit_s:g} s")
@@ -47,7 +48,7 @@ async def expect_safe(b: Bench, o: Outcome, t0: float, limit_s: float, code: str
     o.check(b.is_safe(), "hardware safe after the fault (contactor open, no PWM)")
 
 
-async def expect_recovery(b: Bench, o: Outcome, how: str, *, replug: bool = False) -> None:
+async def expect_recovery(b: Testbed, o: CaseReport, how: str, *, replug: bool = False) -> None:
     """The cause is gone: faults clear and charging resumes (``how`` says what was needed)."""
     if replug:
         b.r.ev_action("unplug")
@@ -61,7 +62,7 @@ async def expect_recovery(b: Bench, o: Outcome, how: str, *, replug: bool = Fals
     o.check(ok, f"charging again after recovery ({how})")
 
 
-async def continue_charging(b: Bench, o: Outcome, seconds: float) -> None:
+async def continue_charging(b: Testbed, o: CaseReport, seconds: float) -> None:
     """A fault the agent rides through: the contactor must not move."""
     t0 = b.r.now()
     await asyncio.sleep(seconds)
@@ -71,7 +72,7 @@ async def continue_charging(b: Bench, o: Outcome, seconds: float) -> None:
 
 # --- meter ------------------------------------------------------------------------------------
 
-async def meter_silent(b: Bench, o: Outcome) -> None:
+async def meter_silent(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
     grace = b.r.config.safety.meter_grace_s
@@ -83,7 +84,7 @@ async def meter_silent(b: Bench, o: Outcome) -> None:
     await expect_recovery(b, o, "by itself (meter answers) + fresh authorisation")
 
 
-async def meter_crc_errors(b: Bench, o: Outcome) -> None:
+async def meter_crc_errors(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
     b.r.inject("crc_errors", {"bus": "meter", "count": 6, "direction": "b->a"})
@@ -96,7 +97,7 @@ async def meter_crc_errors(b: Bench, o: Outcome) -> None:
     o.recovered, o.recovery = True, "nothing to recover"
 
 
-async def meter_slow(b: Bench, o: Outcome) -> None:
+async def meter_slow(b: Testbed, o: CaseReport) -> None:
     """Answers at 3x the bus timeout: most reads time out, some late answers still land."""
     if not await start_charging(b, o):
         return
@@ -120,7 +121,7 @@ async def meter_slow(b: Bench, o: Outcome) -> None:
     o.recovered, o.recovery = caught_up is not None, "by itself"
 
 
-async def meter_frozen(b: Bench, o: Outcome) -> None:
+async def meter_frozen(b: Testbed, o: CaseReport) -> None:
     """Values stop changing while the meter still answers and current flows: after
     ``METER_FROZEN_READS`` identical readings the agent treats the meter as lost."""
     if not await start_charging(b, o):
@@ -152,7 +153,7 @@ async def meter_frozen(b: Bench, o: Outcome) -> None:
 
 # --- pilot board ----------------------------------------------------------------------------
 
-async def pilot_frozen(b: Bench, o: Outcome) -> None:
+async def pilot_frozen(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
     t0 = b.r.inject("pilot_freeze", True)
@@ -161,7 +162,7 @@ async def pilot_frozen(b: Bench, o: Outcome) -> None:
     await expect_recovery(b, o, "by itself (sample_seq moves) + fresh authorisation")
 
 
-async def pilot_garbage(b: Bench, o: Outcome) -> None:
+async def pilot_garbage(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
     t0 = b.r.inject("pilot_garbage", {"seed": 1})
@@ -177,7 +178,7 @@ async def pilot_garbage(b: Bench, o: Outcome) -> None:
 
 # --- relay board and the serial port ---------------------------------------------------------
 
-async def relay_gone(b: Bench, o: Outcome) -> None:
+async def relay_gone(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
     cfg = b.r.config.connectors[0].relay_board
@@ -209,7 +210,7 @@ async def relay_gone(b: Bench, o: Outcome) -> None:
     await expect_recovery(b, o, "by itself (board answers) + fresh authorisation")
 
 
-async def port_vanish(b: Bench, o: Outcome) -> None:
+async def port_vanish(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
     t0 = b.r.inject("port_vanish", "control")
@@ -239,7 +240,7 @@ async def port_vanish(b: Bench, o: Outcome) -> None:
     await expect_recovery(b, o, "by itself (port reopened) + fresh authorisation")
 
 
-async def control_slow(b: Bench, o: Outcome) -> None:
+async def control_slow(b: Testbed, o: CaseReport) -> None:
     """Pilot-board answers 10x past the bus timeout: the board counts as lost.
 
     (At 3x, a late answer is sometimes taken for the next request of the same shape, which RTU
@@ -256,7 +257,7 @@ async def control_slow(b: Bench, o: Outcome) -> None:
     await expect_recovery(b, o, "by itself (answers in time) + fresh authorisation")
 
 
-async def finish_data_check(b: Bench, o: Outcome, tolerated: int = 0) -> None:
+async def finish_data_check(b: Testbed, o: CaseReport, tolerated: int = 0) -> None:
     """Stop the agent cleanly, then every journaled seq must have reached the broker.
 
     ``tolerated``: telemetry the journal dropped to make room and counted (``tel_dropped``);

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from hil.faults.bench import Bench
-from hil.faults.outcome import Outcome
+from hil.faults.case_report import CaseReport
+from hil.faults.testbed import Testbed
 
 LIMIT_A = 12.0
 FAILSAFE_A = 8.0  # RETROFIT_OVERRIDES: wallbox.failsafe_current_a
@@ -24,15 +24,15 @@ def _ms(seconds: float | None) -> str:
     return "never" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-def _bus(b: Bench) -> str:
+def _bus(b: Testbed) -> str:
     return str(b.r.config.wallbox_connectors()[0].wallbox.bus)
 
 
-def _watchdog_s(b: Bench) -> float:
+def _watchdog_s(b: Testbed) -> float:
     return float(b.r.config.wallbox_connectors()[0].wallbox.watchdog_s)
 
 
-async def _charging(b: Bench, o: Outcome) -> bool:
+async def _charging(b: Testbed, o: CaseReport) -> bool:
     await b.start_agent()
     b.r.ev_action("plug_in")
     b.r.ev_action("close_s2")
@@ -42,7 +42,7 @@ async def _charging(b: Bench, o: Outcome) -> bool:
     return o.check(ok, f"charging at the installer limit {LIMIT_A:g} A before the fault")
 
 
-async def _failsafe_after(b: Bench, t0: float, limit_s: float) -> float | None:
+async def _failsafe_after(b: Testbed, t0: float, limit_s: float) -> float | None:
     def entered() -> bool:
         return b.r.timeline.first("signal", t0, name="failsafe", value=True) is not None
     await b.wait_rig(entered, limit_s)
@@ -50,12 +50,12 @@ async def _failsafe_after(b: Bench, t0: float, limit_s: float) -> float | None:
     return None if event is None else event.t - t0
 
 
-def _logged(b: Bench, code: str, text: str = "") -> bool:
+def _logged(b: Testbed, code: str, text: str = "") -> bool:
     return any(e.get("event") == "fault_raised" and code in str(e.get("code", ""))
                and text in str(e.get("detail", "")) for e in b.log_events("fault_raised"))
 
 
-async def _expect_failsafe(b: Bench, o: Outcome, t0: float) -> None:
+async def _expect_failsafe(b: Testbed, o: CaseReport, t0: float) -> None:
     watchdog = _watchdog_s(b)
     t = await _failsafe_after(b, t0, watchdog + 3.0)
     at = b.r.offered_a()
@@ -66,7 +66,7 @@ async def _expect_failsafe(b: Bench, o: Outcome, t0: float) -> None:
     o.safe_detail = f"wallbox at its fail-safe {at:g} A after {_ms(t)} (its watchdog)"
 
 
-async def _expect_recovery(b: Bench, o: Outcome, how: str, limit_s: float = 10.0) -> None:
+async def _expect_recovery(b: Testbed, o: CaseReport, how: str, limit_s: float = 10.0) -> None:
     t0 = b.r.now()
     back = await b.wait_rig(lambda: abs(b.r.offered_a() - LIMIT_A) < 0.01 and
                             not b.r.connector().failsafe_active(), limit_s)
@@ -76,7 +76,7 @@ async def _expect_recovery(b: Bench, o: Outcome, how: str, limit_s: float = 10.0
                   else f"not back at {LIMIT_A:g} A (offers {b.r.offered_a():g} A)")
 
 
-async def wallbox_silent(b: Bench, o: Outcome) -> None:
+async def wallbox_silent(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
     t0 = b.r.inject("wallbox_silent")
@@ -88,7 +88,7 @@ async def wallbox_silent(b: Bench, o: Outcome) -> None:
     await _expect_recovery(b, o, "answers again: limit, watchdog, fail-safe re-programmed")
 
 
-async def wallbox_slow(b: Bench, o: Outcome) -> None:
+async def wallbox_slow(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
     bus = _bus(b)
@@ -107,7 +107,7 @@ async def wallbox_slow(b: Bench, o: Outcome) -> None:
     await _expect_recovery(b, o, "answers in time again")
 
 
-async def wallbox_reset(b: Bench, o: Outcome) -> None:
+async def wallbox_reset(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
     sim = b.r.connector()
@@ -127,7 +127,7 @@ async def wallbox_reset(b: Bench, o: Outcome) -> None:
     o.recovered, o.recovery = ok, f"by itself in {_ms(t)}"
 
 
-async def wallbox_state_invalid(b: Bench, o: Outcome) -> None:
+async def wallbox_state_invalid(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
     t0 = b.r.inject("wallbox_state", 42)
@@ -145,7 +145,7 @@ async def wallbox_state_invalid(b: Bench, o: Outcome) -> None:
     await _expect_recovery(b, o, "a state of the table again")
 
 
-async def wallbox_bus_cut(b: Bench, o: Outcome) -> None:
+async def wallbox_bus_cut(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
     t0 = b.r.inject("bus_cut")
@@ -157,7 +157,7 @@ async def wallbox_bus_cut(b: Bench, o: Outcome) -> None:
     await _expect_recovery(b, o, "cable back: re-programmed")
 
 
-async def wallbox_agent_killed(b: Bench, o: Outcome) -> None:
+async def wallbox_agent_killed(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
     t0 = b.r.now()

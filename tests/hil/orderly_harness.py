@@ -6,9 +6,9 @@
         await a.wait_offer(10)
 
 Why the parts: the rig simulates the boards, meter and EV on real pty serial ports; the agent
-runs as a separate process (``hil.runner.AgentProcess``, stopped or killed by PID); the test
-watches the broker through a ``Recorder`` subscribed to ``{root}/{id}/#``. Commands get a fresh
-id, an increasing ``seq`` and ``issuedAt`` now; replies are matched on ``commandId``.
+runs as a separate process (``hil.agent_process.AgentProcess``, stopped or killed by PID); the
+test watches the broker through a ``Recorder`` subscribed to ``{root}/{id}/#``. Commands get a
+fresh id, an increasing ``seq`` and ``issuedAt`` now; replies are matched on ``commandId``.
 """
 
 from __future__ import annotations

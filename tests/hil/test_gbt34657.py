@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from hil.ev import EvParams
-from hil.runner import run_scenario
 from hil.scenario import load_scenario, parse_scenario
+from hil.scenario_runner import run_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "hil" / "scenarios"
 ITEMS = sorted(SCENARIOS.glob("gbt34657_*.yaml"))

@@ -162,8 +162,8 @@ async def test_the_aggregator_examples_run_unchanged_against_a_retrofit(
 
 async def test_the_retrofit_scenario_passes(tmp_path: Path) -> None:
     """`evse-hil run hil/scenarios/retrofit-heidelberg.yaml` (`make demo-retrofit`)."""
-    from hil.runner import run_scenario
     from hil.scenario import load_scenario
+    from hil.scenario_runner import run_scenario
 
     path = REPO / "hil" / "scenarios" / "retrofit-heidelberg.yaml"
     result = await run_scenario(load_scenario(path), tmp_path / "retrofit")

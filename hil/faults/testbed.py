@@ -28,8 +28,8 @@ from hil.broker import Mosquitto
 from hil.faults.proxy import BlackholeProxy
 from hil.faults.subscriber import Subscriber
 from hil.rig import Rig, RigOptions
-from hil.runner import DEFAULT_CONFIG
 from hil.scenario import deep_merge
+from hil.scenario_runner import DEFAULT_CONFIG
 
 DEVICE_ID = "CN-FAULT-0001"
 AGGREGATOR, AGGREGATOR_PASSWORD = "aggregator", "bench-only-password"
@@ -64,8 +64,8 @@ def mqtt_section(port: int, **extra: Any) -> dict[str, Any]:
             "random_seed": 7, **extra}
 
 
-class Bench:
-    """``async with Bench(out_dir, ...) as b``: rig started, broker (if any) up, agent not yet."""
+class Testbed:
+    """``async with Testbed(out_dir, ...) as b``: rig started, broker (if any) up, agent not yet."""
 
     def __init__(self, out_dir: Path, *, overrides: dict[str, Any] | None = None,
                  mqtt: bool = False, refuse_anonymous: bool = False,
@@ -86,7 +86,7 @@ class Bench:
 
     # --- life cycle ----------------------------------------------------------------------
 
-    async def __aenter__(self) -> Bench:
+    async def __aenter__(self) -> Testbed:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         try:
             if self.retrofit:
