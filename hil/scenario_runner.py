@@ -26,6 +26,7 @@ from hil.ev import EvParams
 from hil.report import Timeline, plot_timeline, render_markdown
 from hil.rig import Rig, RigOptions
 from hil.scenario import Check, RunResult, Scenario, ScenarioStep, StepResult, deep_merge
+from hil.station import Station
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "evse-agent.example.yaml"
@@ -173,19 +174,19 @@ async def run_scenario(
     t_start = time.monotonic()
     broker = _start_broker(scenario, out_dir, result) if with_agent else None
     config = scenario_config(scenario, config_path, broker)
-    rig = Rig(config, out_dir / "run", options=rig_options(scenario.rig))
-    agent: AgentProcess | None = None
+    station = Station(config, out_dir, options=rig_options(scenario.rig), rig_dir="run",
+                      agent_log="agent.log")
+    rig = station.rig
     try:
         async with contextlib.AsyncExitStack() as stack:
-            await rig.start()
+            await station.open()
             if on_ready is not None:
                 on_ready(rig)
             aggregator = None
+            agent = None
             if with_agent:
-                agent = AgentProcess(rig.patched_config_path, out_dir / "agent.log")
-                result.agent_log = agent.log_path
-                agent.start()
-                await agent.wait_ready()
+                result.agent_log = station.log_path(1)
+                agent = await station.start_agent()
                 rig.timeline.add("agent_ready", rig.clock(), pid=agent.pid)
                 if broker is not None:
                     aggregator = await stack.enter_async_context(
@@ -196,10 +197,10 @@ async def run_scenario(
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
-        if agent is not None:
-            code = await _stop_agent(agent)
+        if station.agent is not None:
+            code = await _stop_agent(station.agent)
             rig.timeline.add("agent_stopped", rig.clock(), returncode=code)
-        await rig.stop()
+        await station.close()
         if broker is not None:
             broker.stop()
     result.duration_s = time.monotonic() - t_start

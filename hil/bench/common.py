@@ -29,6 +29,7 @@ from hil.poll import poll_until
 from hil.report import Event
 from hil.rig import Rig, RigOptions
 from hil.scenario_runner import DEFAULT_CONFIG
+from hil.station import Station
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ISSUER = "bench"
@@ -153,7 +154,7 @@ def fast_ev() -> RigOptions:
 # --- the rig and its agent -------------------------------------------------------------------
 
 @dataclass
-class Station:
+class BenchStation:
     rig: Rig
     agent: AgentProcess
     ready_s: float
@@ -174,30 +175,20 @@ def _ready_wall(agent: AgentProcess) -> float | None:
 
 @contextlib.asynccontextmanager
 async def station(config: AgentConfig, run_dir: Path, options: RigOptions | None = None,
-                  *, prepare: Any = None) -> AsyncIterator[Station]:
-    """Rig started, agent started and READY; both stopped (agent by PID) on exit.
+                  *, prepare: Any = None) -> AsyncIterator[BenchStation]:
+    """Rig started, agent started and READY (``hil.station.Station``); both stopped (agent by
+    PID) on exit.
 
     ``ready_s`` is the agent's own ``agent_ready`` log time minus the wall time just before the
     process was spawned (both ``time.time()`` of this machine).
     """
-    await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
-    rig = Rig(config, run_dir / "rig", options=options or RigOptions())
-    await rig.start()
-    agent = AgentProcess(rig.patched_config_path, run_dir / "agent.log")
-    try:
+    async with Station(config, run_dir, options=options, agent_log="agent.log") as s:
         if prepare is not None:
-            prepare(rig)
+            prepare(s.rig)
         t_spawn = time.time()
-        agent.start()
-        await agent.wait_ready()
+        agent = await s.start_agent()
         wall = _ready_wall(agent)
-        yield Station(rig, agent, (wall - t_spawn) if wall is not None else float("nan"))
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(agent.stop)  # the rig keeps answering the safe-state writes
-        await rig.stop()
-        with contextlib.suppress(OSError):
-            rig.timeline.save(run_dir / "timeline.json")
+        yield BenchStation(s.rig, agent, (wall - t_spawn) if wall is not None else float("nan"))
 
 
 def recent_frame(rig: Rig, since: float, what: str) -> Event | None:

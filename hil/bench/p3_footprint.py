@@ -26,8 +26,8 @@ from agent.shell.cyclecpu import quantile_us
 from agent.shell.cyclecpu import window as cpu_window
 from hil.bench.common import (
     NO_DELAY,
+    BenchStation,
     Progress,
-    Station,
     bench_config,
     proc_cpu_s,
     proc_status_kb,
@@ -56,7 +56,7 @@ class CpuWindow:
         return self.cpu_s / self.cycles * 1e6 if self.cycles else None
 
 
-async def _cycle_state(st: Station) -> tuple[int, dict[str, int]]:
+async def _cycle_state(st: BenchStation) -> tuple[int, dict[str, int]]:
     reply = await asyncio.to_thread(localapi.request, st.rig.control_socket, {"cmd": "status"})
     conns = reply.get("connectors") or reply.get("status", {}).get("connectors") or []
     c = conns[0]
@@ -66,7 +66,7 @@ async def _cycle_state(st: Station) -> tuple[int, dict[str, int]]:
 class CpuMeter:
     """Start/stop a CPU window of the agent process."""
 
-    def __init__(self, st: Station) -> None:
+    def __init__(self, st: BenchStation) -> None:
         self.st = st
         self._t0 = (0.0, 0.0, 0, dict[str, int]())
 
@@ -84,7 +84,7 @@ class CpuMeter:
         return CpuWindow(cpu - cpu0, wall - wall0, cycles - cycles0, cpu_window(hist0, hist))
 
 
-async def _idle_window(st: Station, meter: CpuMeter, progress: Progress, what: str,
+async def _idle_window(st: BenchStation, meter: CpuMeter, progress: Progress, what: str,
                        window_s: float) -> CpuWindow:
     await asyncio.sleep(3.0)  # the contactor opens, the machine settles
     await meter.start()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,8 +28,8 @@ from hil.broker import Mosquitto
 from hil.envelope import envelope
 from hil.poll import wait_until
 from hil.recorder import Recorder
-from hil.rig import Rig, RigOptions
 from hil.scenario import deep_merge
+from hil.station import Station
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "config" / "evse-agent.example.yaml"
@@ -85,22 +84,25 @@ class AgentOnRig:
             "random_delay_max_s": 0, "telemetry_period_s": 2, "telemetry_idle_period_s": 5,
             "keepalive_s": 5, **(mqtt or {})}
         self.config = agent_config(device_id, overrides, connector, base)
-        self.rig = Rig(self.config, run_dir / "rig", options=RigOptions())
+        self.station = Station(self.config, run_dir, mqtt=self.mqtt)
+        self.rig = self.station.rig
         self.recorder = Recorder(broker.host, broker.port, [f"{self.base}/#"],
                                  identifier=f"test-consumer-{device_id}" if recorder_session
                                  else None, session=recorder_session)
-        self.agent: AgentProcess | None = None
-        self.config_path = run_dir / "agent-mqtt.yaml"
-        self._boots = 0
+
+    @property
+    def agent(self) -> AgentProcess | None:
+        return self.station.agent
+
+    @property
+    def config_path(self) -> Path:
+        return self.station.config_path
 
     # --- life cycle --------------------------------------------------------------------------
 
     async def __aenter__(self) -> AgentOnRig:
-        await self.rig.start()
+        await self.station.open()
         try:
-            data = self.rig.patched_config()
-            data["mqtt"] = self.mqtt
-            self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
             await self.recorder.connect()
             await self.start_agent()
         except BaseException:
@@ -112,32 +114,25 @@ class AgentOnRig:
         await self.close()
 
     async def close(self) -> None:
-        if self.agent is not None:
-            await asyncio.to_thread(self.agent.stop)
-        self.rig.timeline.save(self.run_dir / "timeline.json")  # evidence when a test fails
-        await self.recorder.close()
-        await self.rig.stop()
+        try:
+            await self.station.close()
+        finally:
+            await self.recorder.close()
 
     async def start_agent(self, wait_online: bool = True) -> None:
-        self._boots += 1
-        self.agent = AgentProcess(self.config_path, self.run_dir / f"agent-{self._boots}.log")
         seen = len(self.recorder.on(f"{self.base}/status"))
-        self.agent.start()
-        await self.agent.wait_ready()
+        await self.station.start_agent()
         if wait_online:
             await self.wait(lambda: any(s.get("online") for s in
                                         self.recorder.json_on(f"{self.base}/status")[seen:]),
                             "birth status")
 
     async def stop_agent(self) -> int | None:
-        assert self.agent is not None
-        return await asyncio.to_thread(self.agent.stop)
+        return await self.station.stop_agent()
 
     def kill_agent(self) -> None:
         """SIGKILL by PID: a crash, nothing flushed."""
-        assert self.agent is not None and self.agent.proc is not None
-        self.agent.proc.send_signal(signal.SIGKILL)
-        self.agent.proc.wait(5)
+        self.station.kill_agent()
 
     async def broker_down(self, kill: bool = False) -> None:
         """Stop (or SIGKILL) the broker off the event loop: the rig must keep answering."""
