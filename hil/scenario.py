@@ -40,7 +40,7 @@ FAULTS = frozenset({
     "overcurrent", "rcd_trip", "estop", "selftest_fail", "overtemp", "contactor_weld",
     "contactor_no_close", "meter_silence", "crc_errors", "slow_answers", "pilot_freeze",
     "port_vanish",
-    # a retrofitted wallbox (hil.wallbox_rig)
+    # a retrofitted wallbox (hil.simrig_wallbox)
     "wallbox_silent", "wallbox_slow", "wallbox_exception", "wallbox_reset", "wallbox_state",
     "bus_cut", "standby_sleep",
 })

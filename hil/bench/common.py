@@ -1,8 +1,9 @@
 """What every benchmark needs: configs, a rig with its agent, /proc readings, MQTT commands.
 
 Clocks: the rig stamps frames with ``time.monotonic`` when their last byte completes on the
-virtual wire; the benchmarks read the same clock just before they act (publish, EV action), so
-both ends of every latency come from one machine clock in one process.
+virtual wire, in the rig process; the benchmarks read the same clock just before they act
+(publish, EV action). ``CLOCK_MONOTONIC`` is one clock for every process of the machine, so both
+ends of every latency come from one clock.
 """
 
 from __future__ import annotations

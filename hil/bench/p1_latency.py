@@ -1,7 +1,7 @@
 """P1: setLimit published -> new duty frame complete on the virtual wire.
 
-The publisher and the rig share this process's monotonic clock: t0 is read just before the
-PUBLISH is handed to the client, t1 is the rig's stamp of the duty write's last byte. The floor
+The publisher and the rig process share the machine's monotonic clock: t0 is read just before
+the PUBLISH is handed to the client, t1 is the rig's stamp of the duty write's last byte. The floor
 is measured in the same run: a plain client's hop through the same broker (publish -> the
 subscriber has it) plus the line time of the 8-byte FC06 write frame at the control bus's baud.
 """

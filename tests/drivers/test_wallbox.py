@@ -17,7 +17,7 @@ from hil.ptybridge import LineSettings
 from hil.wallbox_sim import WallboxQuirks, WallboxSim
 from tests.drivers.rigs import rig
 
-# The pty carries no parity (hil.wallbox_rig): the bridge keeps each profile's line timing.
+# The pty carries no parity (hil.simrig_wallbox): the bridge keeps each profile's line timing.
 LINES = {"heidelberg": LineSettings(19200, "N", 1), "phoenix-ev-cc": LineSettings(9600),
          "evse-wb-din": LineSettings(9600)}
 

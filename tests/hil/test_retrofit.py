@@ -1,7 +1,7 @@
 """Retrofit kit on the bench: a Heidelberg Energy Control driven over its (simulated) RS-485.
 
 The agent runs as its own process against ``config/retrofit-heidelberg.example.yaml`` on the
-wallbox rig (``hil.wallbox_rig``: the wallbox's register table, its 19200 8E1 line timing, its
+wallbox rig (``hil.simrig_wallbox``: the wallbox's register table, its 19200 8E1 line timing, its
 watchdog and fail-safe), with a real mosquitto. What the tests look at is the wallbox's side:
 the current register it was written, what its own pilot offers, its fail-safe.
 """
