@@ -176,10 +176,11 @@ def _ready_wall(agent: AgentProcess) -> float | None:
 
 @contextlib.asynccontextmanager
 async def station(config: AgentConfig, run_dir: Path, options: RigOptions | None = None,
-                  *, prepare: Any = None) -> AsyncIterator[BenchStation]:
+                  *, prepare: Any = None, on_start: Any = None) -> AsyncIterator[BenchStation]:
     """Rig started, agent started and READY (``hil.station.Station``); both stopped (agent by
     PID) on exit.
 
+    ``on_start(pid)`` runs right after the agent is spawned (P7 confines it there).
     ``ready_s`` is the agent's own ``agent_ready`` log time minus the wall time just before the
     process was spawned (both ``time.time()`` of this machine).
     """
@@ -187,7 +188,10 @@ async def station(config: AgentConfig, run_dir: Path, options: RigOptions | None
         if prepare is not None:
             prepare(s.rig)
         t_spawn = time.time()
-        agent = await s.start_agent()
+        agent = await s.start_agent(wait=False)
+        if on_start is not None and agent.pid is not None:
+            on_start(agent.pid)
+        await agent.wait_ready()
         wall = _ready_wall(agent)
         yield BenchStation(s.rig, agent, (wall - t_spawn) if wall is not None else float("nan"))
 
