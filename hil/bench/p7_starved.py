@@ -3,11 +3,12 @@
 The agent process is confined to a share of one core (``hil.bench.confine``: a cgroup CPU quota
 where the machine allows it); the rig (simulated boards, pty line timing) runs in its own process
 (``hil.rigd``), the broker client in this bench's, the broker in its own, none of them confined.
-Charging for ``window_s`` at 25 % of a core, with telemetry every 1 s, a setLimit every 2 s and a CP event
-(S2 opens, unplug, CP short, in turn) every 3-6 s: false faults (any fault the agent raised but
-the injected CP_SHORTs), the reaction CP leaves 3' -> contactor-open frame (P2's measure), and
-setLimit -> duty frame (P1's measure). Then the search: the 12 GB/T 34657.1 items back to back
-on a fresh confined agent at shares halving from the start until they fail, then bisected.
+Charging for ``window_s`` at 25 % of a core, with telemetry every 1 s, a setLimit every 2 s and a
+CP event (S2 opens, unplug, CP short, in turn) every 3-6 s: false faults (any fault the agent
+raised but the injected CP_SHORTs), the reaction CP leaves 3' -> contactor-open frame (P2's
+measure), and setLimit -> duty frame (P1's measure). Then the search: the 12 GB/T 34657.1 items
+back to back on a fresh confined agent at shares halving from the start until they fail, then
+bisected.
 """
 
 from __future__ import annotations
