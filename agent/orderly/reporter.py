@@ -23,7 +23,7 @@ from agent.pilot import (
     SessionEvent,
     SetContactor,
 )
-from agent.shell.connector import EvLevelChanged, FeedbackChanged
+from agent.pilot.delivery import EvLevelChanged, FeedbackChanged
 from agent.store import rfc3339
 
 if TYPE_CHECKING:

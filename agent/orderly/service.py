@@ -135,7 +135,7 @@ class OrderlyService:
         self.reporter = Reporter(self)
         for ctl in controllers:
             ctl.on_event = self.reporter.note
-            ctl.machine.step(LimitChanged(0.0), time.monotonic())  # nothing until the composite
+            ctl.feed_first(LimitChanged(0.0))  # nothing until the composite
 
     # --- life cycle ------------------------------------------------------------------------
 
