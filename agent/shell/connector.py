@@ -152,14 +152,18 @@ class ConnectorController:
 
     async def feed(self, event: Input) -> Delivered:
         """Step the core with an external event (limit, authorise, stop, reset)."""
+        await self._feed_queued()  # a feed that comes before run() must not overtake them
         return await self._step(event)
+
+    async def _feed_queued(self) -> None:
+        first, self._first = self._first, []
+        for event in first:
+            await self._step(event)
 
     # --- the loops -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        for event in self._first:
-            await self._step(event)
-        self._first.clear()
+        await self._feed_queued()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._control_loop(), name=f"c{self.id}-control")
             tg.create_task(self._meter_loop(), name=f"c{self.id}-meter")

@@ -113,14 +113,18 @@ class WallboxConnector:
         self._first.append(event)
 
     async def feed(self, event: Any) -> WallboxStep:
+        await self._feed_queued()  # a feed that comes before run() must not overtake them
         return await self._step(event)
+
+    async def _feed_queued(self) -> None:
+        first, self._first = self._first, []
+        for event in first:
+            await self._step(event)
 
     # --- the loops -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        for event in self._first:
-            await self._step(event)
-        self._first.clear()
+        await self._feed_queued()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._control_loop(), name=f"c{self.id}-wallbox")
             tg.create_task(self._energy_loop(), name=f"c{self.id}-energy")

@@ -186,3 +186,18 @@ async def test_feed_first_goes_through_the_core_before_the_first_poll() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_feed_before_run_does_not_overtake_the_queued_first_inputs() -> None:
+    boards = Boards()
+    ctl = ConnectorController(1, PilotMachine(SETTINGS), boards, boards, boards, TIMING)
+    ctl.feed_first(LimitChanged(0.0))
+    await ctl.feed(LimitChanged(16.0))  # the orderly composite, before the task has started
+    task = asyncio.get_running_loop().create_task(ctl.run())
+    try:
+        await until(lambda: ctl.stats.cycles > 5)
+        assert ctl.machine.requested_current_a == 16.0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
