@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from agent.faults import FAULTS, ClearPolicy, FaultCode
 from agent.pilot.classifier import CONNECTED_LEVELS, CcState, CpLevel
-from agent.pilot.events import Action, BoardStatus, FaultCleared, FaultRaised, RelaySampled
+from agent.pilot.events import Action, FaultCleared, FaultRaised, RelaySampled
 from agent.pilot.settings import PilotSettings
 
 if TYPE_CHECKING:
@@ -32,14 +32,14 @@ if TYPE_CHECKING:
 
 __all__ = ["STATUS_FAULTS", "FaultWatch"]
 
-# Which latched board flag raises which fault (the shell checks BoardStatus = the driver's map).
-STATUS_FAULTS: tuple[tuple[BoardStatus, FaultCode], ...] = (
-    (BoardStatus.RCD_TRIP, FaultCode.RCD_TRIP),
-    (BoardStatus.PE_LOSS, FaultCode.PE_LOSS),
-    (BoardStatus.OVERTEMP, FaultCode.OVERTEMP),
-    (BoardStatus.ESTOP, FaultCode.ESTOP),
-    (BoardStatus.FAILSAFE, FaultCode.PILOT_BOARD_FAILSAFE),
-    (BoardStatus.SELFTEST_FAIL, FaultCode.PILOT_SELFTEST_FAIL),
+# Pilot board status bits (hardware.md; copy of drivers/board_maps.PilotStatus).
+STATUS_FAULTS: tuple[tuple[int, FaultCode], ...] = (
+    (1 << 0, FaultCode.RCD_TRIP),
+    (1 << 1, FaultCode.PE_LOSS),
+    (1 << 2, FaultCode.OVERTEMP),
+    (1 << 3, FaultCode.ESTOP),
+    (1 << 4, FaultCode.PILOT_BOARD_FAILSAFE),
+    (1 << 5, FaultCode.PILOT_SELFTEST_FAIL),
 )
 _BAD_CC = frozenset({CcState.OPEN, CcState.SHORT, CcState.OUT_OF_RANGE})
 _EVENT_ONLY = frozenset({FaultCode.CONTACTOR_NO_CLOSE, FaultCode.LOCK_FAILED})
@@ -118,7 +118,7 @@ class FaultWatch:
             causes[FaultCode.CP_INVALID] = f"CP level {level.value}"
         for bit, code in STATUS_FAULTS:
             if m.status_bits & bit:
-                causes[code] = f"board status bit 0x{int(bit):02x}"
+                causes[code] = f"board status bit 0x{bit:02x}"
         if m.diode_bad:
             causes[FaultCode.DIODE_FAULT] = "negative plateau above the diode limit"
         cc = m.cc_stable
