@@ -7,6 +7,11 @@ The loop is deliberately simple, because its timing is what ``check-config`` pro
     every relay poll period:  read the mirror contacts -> step(RelaySampled)
     whenever a deadline falls due: step(Tick)
 
+The periods are ``poll_ms`` whenever anything can change that has a reaction limit, and the
+slower ``idle_poll_ms`` only while nothing can (``agent.shell.pollrate``: README decisions,
+"idle polls"): the first sample that differs, any command, fault or failed read
+brings the fast poll back for the next cycle.
+
 Meter reads and heartbeats run as separate tasks on their own periods, so a slow meter on its own
 bus never delays the safety poll; on a shared bus the scheduler's priorities keep it behind.
 Nothing here decides anything about charging: that is the machine's job.
@@ -46,6 +51,7 @@ from agent.pilot import (
     Tick,
 )
 from agent.shell.handle import ConnectorStats, EventSink, HardwareInfo
+from agent.shell.pollrate import pilot_idle, relay_idle
 from drivers.board_maps import PilotStatus
 from drivers.interfaces import Contactor, Meter, PilotBoard
 
@@ -76,6 +82,8 @@ class FeedbackChanged:
 class ConnectorTiming:
     pilot_poll_s: float = 0.010
     relay_poll_s: float = 0.100
+    pilot_idle_poll_s: float = 0.010  # wiring sets the configured idle periods
+    relay_idle_poll_s: float = 0.100
     meter_poll_s: float = 1.0
     heartbeat_s: float = 1.0
     watchdog_ms: int = 3000
@@ -117,6 +125,8 @@ class ConnectorController:
         self._duty_pending = False
         self._duty_mismatch = 0
         self._feedback_hold_until = 0.0
+        self._pilot_ok = False  # the last pilot read answered
+        self._relay_ok = False
 
     # --- start-up and shut-down ------------------------------------------------------------
 
@@ -157,7 +167,6 @@ class ConnectorController:
             tg.create_task(self._heartbeat_loop(), name=f"c{self.id}-heartbeat")
 
     async def _control_loop(self) -> None:
-        period = self.timing.pilot_poll_s
         next_at = self._clock()
         cycle_cpu = self.stats.cycle_cpu
         while True:
@@ -165,16 +174,25 @@ class ConnectorController:
             await self._poll_pilot()
             now = self._clock()
             if now >= self._relay_due:
-                self._relay_due = now + self.timing.relay_poll_s
-                await self._poll_relay()
+                self._relay_due = due = now + self.timing.relay_poll_s
+                await self._poll_relay()  # a switch it caused set _relay_due = 0: keep that
+                if self._relay_due == due and relay_idle(
+                        self.machine, read_ok=self._relay_ok, open_pending=self._open_pending):
+                    self._relay_due = now + self.timing.relay_idle_poll_s
             if self._deadline is not None and self._clock() >= self._deadline:
                 await self._step(Tick())
             self.stats.cycles += 1
-            self.stats.last_cycle_at = self._clock()
+            now = self.stats.last_cycle_at = self._clock()
+            period = self.timing.pilot_poll_s
+            idle = pilot_idle(self.machine, read_ok=self._pilot_ok,
+                              write_pending=self._open_pending or self._duty_pending)
+            if idle and (self._deadline is None
+                         or self._deadline > now + self.timing.pilot_idle_poll_s):
+                period = self.timing.pilot_idle_poll_s  # a deadline due sooner keeps it fast
             next_at += period
-            delay = next_at - self._clock()
+            delay = next_at - now
             if delay < -period:  # fell behind (bus stalled): do not burst to catch up
-                next_at = self._clock()
+                next_at = now
                 delay = 0.0
             await asyncio.sleep(max(delay, 0.0))
             if delay > 0:
@@ -193,9 +211,11 @@ class ConnectorController:
             s = await self.pilot.read_sample()
         except DriverError as exc:
             self.stats.pilot_errors += 1
+            self._pilot_ok = False
             log.debug("pilot_read_failed", connector=self.id, error=str(exc))
             await self._step(PilotReadFailed())
             return
+        self._pilot_ok = True
         self.stats.last_cp_mv = s.cp_high_mv
         self._check_duty(s.duty_actual, s.status)
         if self._duty_pending:
@@ -217,9 +237,11 @@ class ConnectorController:
             inputs = await self.relay.read_inputs()
         except DriverError as exc:
             self.stats.relay_errors += 1
+            self._relay_ok = False
             log.debug("relay_read_failed", connector=self.id, error=str(exc))
             await self._step(RelayReadFailed())
             return
+        self._relay_ok = True
         if self._open_pending:
             await self._reassert_open()
         if self._clock() < self._feedback_hold_until:

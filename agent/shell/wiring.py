@@ -112,6 +112,8 @@ def make_controller(
     timing = ConnectorTiming(
         pilot_poll_s=conn.pilot_board.poll_ms / 1000,
         relay_poll_s=relay_cfg.poll_ms / 1000,
+        pilot_idle_poll_s=conn.pilot_board.idle_poll_ms / 1000,
+        relay_idle_poll_s=relay_cfg.idle_poll_ms / 1000,
         meter_poll_s=conn.meter.poll_ms / 1000,
         heartbeat_s=conn.pilot_board.heartbeat_ms / 1000,
         watchdog_ms=conn.pilot_board.watchdog_ms,
