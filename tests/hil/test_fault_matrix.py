@@ -13,7 +13,7 @@ import pytest
 
 from hil.broker import mosquitto_binary
 from hil.faults.cases import CASES, FaultCase
-from hil.faults.runner import FULL_SIGKILL, render_markdown, run_case
+from hil.faults.matrix import FULL_SIGKILL, render_markdown, run_case
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
