@@ -31,7 +31,7 @@ from agent.api.models import (
     FailsafeExitedBody,
     Limit,
 )
-from agent.errors import ConfigError, JournalError
+from agent.errors import ConfigError
 from agent.limits import (
     ChargeContext,
     ChargingProfile,
@@ -51,6 +51,7 @@ from agent.pilot import LimitChanged, PilotState
 from agent.pilot.classifier import CpLevel
 from agent.shell.handle import ConnectorHandle
 from agent.store import atomic_write, rfc3339
+from agent.writer import shared_writer
 
 log = structlog.get_logger("agent.orderly")
 
@@ -145,10 +146,16 @@ class OrderlyControl:
                             failsafe=failsafe)
 
     def persist(self) -> None:
-        try:
-            atomic_write(self._state_path, json.dumps(self.engine.to_dict()).encode())
-        except (OSError, JournalError) as exc:
-            log.error("limits_persist_failed", path=str(self._state_path), error=str(exc))
+        """limits.json, replaced on the store writer (in order with the journal and the
+        command store: a command's reply waits for it); the loop goes on."""
+        data, path = json.dumps(self.engine.to_dict()).encode(), self._state_path
+
+        def write() -> None:
+            try:
+                atomic_write(path, data)
+            except OSError as exc:
+                log.error("limits_persist_failed", path=str(path), error=str(exc))
+        shared_writer().submit(write)
 
     # --- context -----------------------------------------------------------------------
 
