@@ -104,6 +104,7 @@ class CommandService:
             log.exception("command_failed", command_id=cmd.id, type=cmd.type)
             outcome = Outcome(ReplyStatus.REJECTED, Reason.INTERNAL_ERROR, type(exc).__name__)
         await asyncio.sleep(0)  # a limit fed by the command reaches the wire before the reply
+        await self._events.settled()  # the events it journaled are committed: atSeq names them
         reply = m.Reply(
             command_id=cmd.id, device_id=self.device_id, status=outcome.status,
             reason=outcome.reason, detail=outcome.detail,

@@ -95,8 +95,14 @@ class EventLog:
             return entry
         return self.journal.writer.submit(job)
 
+    async def settled(self) -> None:
+        """Every event queued so far is committed (or refused): ``last_seq`` covers them.
+        Awaited by a command handler before its reply names ``atSeq``; the loop goes on."""
+        await self.journal.writer.flushed()
+
     @property
     def last_seq(self) -> int:
+        """The last committed seq (``atSeq``)."""
         return self.journal.last_seq
 
 

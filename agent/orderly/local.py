@@ -61,6 +61,9 @@ class NoEvents(EventLog):
     def telemetry(self, connectors: list[BaseModel]) -> Future[Entry | None]:
         return _nothing()
 
+    async def settled(self) -> None:
+        return None
+
 
 def _nothing() -> Future[Entry | None]:
     done: Future[Entry | None] = Future()
