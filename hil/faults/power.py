@@ -136,7 +136,7 @@ async def storage_stall(b: Bench, o: Outcome, seconds: float = 10.0) -> None:
         await wait_log(b, "mqtt_connected", 1, 10.0)
         t0, changes = b.r.now(), int(seconds)
         for i in range(changes):  # installer limit, ledger curtailment, events: all on the disk
-            await b.command("limit", limit_a=16 - (i % 2) * 2)  # 16 <-> 14: no overcurrent
+            await b.command("limit", limit_a=32 - (i % 2) * 2)  # 32 <-> 30: no overcurrent
             await asyncio.sleep(1.0)
         lost = [e for e in b.log_events("fault_raised") if "PILOT_BOARD_LOST" in str(e.get("code"))]
         opened = b.r.timeline.first("frame", t0, what="contactor_open")
