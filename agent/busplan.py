@@ -15,17 +15,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.config import AgentConfig, ConnectorConfig, MeterConfig, SerialBus, load_config
-from agent.errors import driver_config_as_config_error
-from drivers.bus import BusScheduler
-from drivers.linetime import (
-    LineTiming,
-    TcpTiming,
-    read_bytes,
-    worst_case_reaction,
-    write_single_bytes,
-)
-from drivers.meters import MapMeter, resolve_model
+from agent.config import AgentConfig, ConnectorConfig, SerialBus, load_config
+from agent.driver_wires import board_wires, bus_wires
+from drivers.linetime import LineTiming, TcpTiming, worst_case_reaction
+from drivers.wire import Priority
+from drivers.wire import Transaction as WireTransaction
 
 PROCESSING_ALLOWANCE_S = 0.005  # the agent's own decision time (classifier, machine, task switch)
 BOARD_SAMPLE_S = 0.010  # hardware.md: the board measures CP at least every 10 ms
@@ -37,13 +31,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Transaction:
+    """A transaction a driver declared (``drivers.wire``), timed on its bus's line."""
+
     label: str
     priority: str
     request_bytes: int
     response_bytes: int
-    period_s: float | None  # None: on demand (a state change)
+    period_s: float | None  # None: on demand (``trigger``)
     nominal_s: float
     failure_s: float
+    connector: int = 0
+    trigger: str = ""
+    wire: WireTransaction | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -87,8 +86,12 @@ class BusPlanReport:
         return not self.ok and self.accept_over_budget
 
     def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for bus in out["buses"]:
+            for txn in bus["transactions"]:
+                del txn["wire"]  # the label, sizes and period say it
         return {"ok": self.ok, "refused": self.refused,
-                "overBudgetAccepted": self.over_budget_accepted, **asdict(self)}
+                "overBudgetAccepted": self.over_budget_accepted, **out}
 
     def status(self) -> dict[str, Any]:
         """The part ``evse-agent status`` and status.json show."""
@@ -107,54 +110,23 @@ def _timing(cfg: AgentConfig, bus: str) -> tuple[LineTiming | TcpTiming, float, 
     return timing, b.timeout_ms / 1000, b.device_latency_ms / 1000
 
 
-def _txn(cfg: AgentConfig, bus: str, label: str, prio: str, sizes: tuple[int, int],
-         period_s: float | None) -> Transaction:
+def timed(cfg: AgentConfig, bus: str, connector: int, txn: WireTransaction) -> Transaction:
+    """A declared transaction with its nominal and its failure (silent device) occupancy."""
     timing, timeout, latency = _timing(cfg, bus)
-    req, resp = sizes
+    req, resp = txn.sizes
     nominal = timing.transaction_time(req, resp, latency)
     failure = max(nominal, timing.failed_transaction_time(req, timeout, latency, resp))
-    return Transaction(label, prio, req, resp, period_s, nominal, failure)
-
-
-def meter_blocks(cfg: AgentConfig, meter_cfg: MeterConfig) -> list[tuple[int, int]]:
-    """(function, count) of each read one meter poll makes, as the driver will split it."""
-    regs = [r.model_dump() for r in meter_cfg.registers] if meter_cfg.registers else None
-    with driver_config_as_config_error():
-        model = resolve_model(meter_cfg.model, regs)
-    planner = BusScheduler("plan", "tcp://127.0.0.1:1")  # never started: plan() needs no I/O
-    meter = MapMeter(planner, meter_cfg.unit, model,
-                     max_words_per_read=cfg.buses[meter_cfg.bus].max_words_per_read)
-    return [(int(b.function), b.count) for b in meter.plan()]
+    return Transaction(f"c{connector} {txn.name}", txn.priority.name, req, resp, txn.period_s,
+                       nominal, failure, connector, txn.trigger, txn)
 
 
 def bus_transactions(cfg: AgentConfig, bus: str) -> list[Transaction]:
-    from agent.busplan_wallbox import wallbox_transactions
+    """Every transaction the drivers on ``bus`` declared, timed."""
+    return [timed(cfg, bus, connector, txn) for connector, txn in bus_wires(cfg, bus)]
 
-    out: list[Transaction] = []
-    for c in cfg.board_connectors():
-        tag = f"c{c.id}"
-        if c.pilot_board.bus == bus:
-            pb = c.pilot_board
-            out.append(_txn(cfg, bus, f"{tag} pilot sample FC04x8", "PILOT_POLL",
-                            read_bytes(4, 8), pb.poll_ms / 1000))
-            out.append(_txn(cfg, bus, f"{tag} duty write FC06", "CONTROL_WRITE",
-                            write_single_bytes(), None))
-            out.append(_txn(cfg, bus, f"{tag} heartbeat FC06", "CONTROL_WRITE",
-                            write_single_bytes(), pb.heartbeat_ms / 1000))
-        if c.relay_board.bus == bus:
-            rb = c.relay_board
-            bits = max(rb.contactor_feedback_input, rb.lock_feedback_input) + 1
-            out.append(_txn(cfg, bus, f"{tag} contactor open FC05", "SAFETY_WRITE",
-                            write_single_bytes(), None))
-            out.append(_txn(cfg, bus, f"{tag} contactor close / lock FC05", "CONTROL_WRITE",
-                            write_single_bytes(), None))
-            out.append(_txn(cfg, bus, f"{tag} feedback FC02x{bits}", "CONTROL_WRITE",
-                            read_bytes(2, bits), rb.poll_ms / 1000))
-        if c.meter.bus == bus:
-            for fn, count in meter_blocks(cfg, c.meter):
-                out.append(_txn(cfg, bus, f"{tag} meter FC{fn:02d}x{count}", "METER_READ",
-                                read_bytes(fn, count), c.meter.poll_ms / 1000))
-    return out + wallbox_transactions(cfg, bus)
+
+def _row(rows: list[Transaction], connector: int, txn: WireTransaction) -> Transaction:
+    return next(t for t in rows if t.connector == connector and t.wire == txn)
 
 
 def bus_load(txns: list[Transaction]) -> float:
@@ -167,19 +139,19 @@ def _bound(cfg: AgentConfig, conn: ConnectorConfig, per_bus: dict[str, list[Tran
     budget_s = cfg.safety.reaction_budget_ms / 1000
     pbus, rbus = conn.pilot_board.bus, conn.relay_board.bus
     poll_s = conn.pilot_board.poll_ms / 1000
-    own_poll = f"c{conn.id} pilot sample"
-    pilot_read = next(t for t in per_bus[pbus] if t.label.startswith(own_poll))
+    wires = board_wires(cfg, conn)
+    pilot_read = _row(per_bus[pbus], conn.id, wires.pilot.sample)
     blocking = max((t.failure_s for t in per_bus[pbus]
-                    if t.priority != "SAFETY_WRITE" and t is not pilot_read), default=0.0)
-    open_frame = next(t for t in per_bus[rbus]
-                      if t.label.startswith(f"c{conn.id} contactor open"))
+                    if t.priority != Priority.SAFETY_WRITE.name and t is not pilot_read),
+                   default=0.0)
+    open_frame = _row(per_bus[rbus], conn.id, wires.relay.contactor_open)
     timing, _, _ = _timing(cfg, rbus)
     contactor_s = timing.gap() + timing.frame_time(open_frame.request_bytes)
     if rbus == pbus:
         blocking_write = max(blocking, pilot_read.failure_s)
     else:
         blocking_write = max((t.failure_s for t in per_bus[rbus]
-                              if t.priority != "SAFETY_WRITE"), default=0.0)
+                              if t.priority != Priority.SAFETY_WRITE.name), default=0.0)
     rb = worst_case_reaction(
         poll_period_s=poll_s,
         debounce_samples=cfg.safety.debounce_samples,
@@ -270,11 +242,11 @@ def render(report: BusPlanReport) -> str:
     lines = []
     for bus in report.buses:
         lines.append(f"bus {bus.name}: {bus.line}  (periodic load {bus.load * 100:.1f} %)")
-        lines.append(f"  {'transaction':<34} {'priority':<14} {'period':>9} "
+        lines.append(f"  {'transaction':<38} {'priority':<14} {'period':>9} "
                      f"{'nominal':>9} {'if silent':>10}")
         for t in bus.transactions:
             period = f"{t.period_s * 1000:.0f} ms" if t.period_s else "on event"
-            lines.append(f"  {t.label:<34} {t.priority:<14} {period:>9} "
+            lines.append(f"  {t.label:<38} {t.priority:<14} {period:>9} "
                          f"{t.nominal_s * 1000:>6.2f} ms {t.failure_s * 1000:>7.2f} ms")
     lines.append("")
     for c in report.connectors:

@@ -13,19 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.busplan import PROCESSING_ALLOWANCE_S, Transaction, _timing, _txn, meter_blocks
+from agent.busplan import PROCESSING_ALLOWANCE_S, Transaction, _row, _timing
 from agent.config import AgentConfig, WallboxConnectorConfig
+from agent.driver_wires import wallbox_wires
 from agent.wallbox.mapping import amps_from_watts, command_amps, command_for
-from drivers.linetime import (
-    read_bytes,
-    write_coils_bytes,
-    write_registers_bytes,
-    write_single_bytes,
-)
-from drivers.registers import Function
 from drivers.wallbox.profiles import WallboxProfile
-
-ENERGY_PERIOD_S = 1.0  # the wallbox's own energy/current registers, like a meter poll
+from drivers.wire import Priority
 
 
 @dataclass
@@ -57,49 +50,17 @@ def failsafe_a(cfg: AgentConfig, conn: WallboxConnectorConfig) -> float:
     return amps_from_watts(watts, conn.phases, conn.nominal_voltage_v)
 
 
-def _write_sizes(profile: WallboxProfile, function: Function) -> tuple[int, int]:
-    if function is Function.COIL:
-        return write_single_bytes() if profile.write_function == 6 else write_coils_bytes(1)
-    return write_single_bytes() if profile.write_function == 6 else write_registers_bytes(1)
-
-
-def wallbox_transactions(cfg: AgentConfig, bus: str) -> list[Transaction]:
-    out: list[Transaction] = []
-    for c in cfg.wallbox_connectors():
-        tag, wb = f"c{c.id}", c.wallbox
-        p = wb.resolve()
-        if wb.bus == bus:
-            fc = int(p.state.function)
-            out.append(_txn(cfg, bus, f"{tag} wallbox state FC{fc:02d}x1", "PILOT_POLL",
-                            read_bytes(fc, 1), wb.poll_ms / 1000))
-            pause = p.disable.register.function if p.disable.register else Function.HOLDING
-            out.append(_txn(cfg, bus, f"{tag} wallbox pause/decrease", "SAFETY_WRITE",
-                            _write_sizes(p, pause), None))
-            out.append(_txn(cfg, bus, f"{tag} wallbox current write", "CONTROL_WRITE",
-                            _write_sizes(p, Function.HOLDING), None))
-            out.append(_txn(cfg, bus, f"{tag} wallbox read-back", "CONTROL_WRITE",
-                            read_bytes(3, 6), wb.verify_s))
-            for block in p.meter_blocks():
-                fc = int(block.function)
-                out.append(_txn(cfg, bus, f"{tag} wallbox energy FC{fc:02d}x{block.count}",
-                                "METER_READ", read_bytes(fc, block.count), ENERGY_PERIOD_S))
-        if c.meter is not None and c.meter.bus == bus:
-            for fn, count in meter_blocks(cfg, c.meter):
-                out.append(_txn(cfg, bus, f"{tag} meter FC{fn:02d}x{count}", "METER_READ",
-                                read_bytes(fn, count), c.meter.poll_ms / 1000))
-    return out
-
-
 def plan(cfg: AgentConfig, conn: WallboxConnectorConfig,
          per_bus: dict[str, list[Transaction]]) -> WallboxPlan:
     wb = conn.wallbox
     p = wb.resolve()
     txns = per_bus[wb.bus]
-    pause = next(t for t in txns if t.label.startswith(f"c{conn.id} wallbox pause"))
+    pause = _row(txns, conn.id, wallbox_wires(cfg, conn).wallbox.pause)
     timing, _, _ = _timing(cfg, wb.bus)
     # A pause or a decrease jumps every queue; it waits for the transaction on the wire (the
     # longest any other can hold the bus if its device is silent) and the wallbox's own gap.
-    blocking = max((t.failure_s for t in txns if t.priority != "SAFETY_WRITE"), default=0.0)
+    blocking = max((t.failure_s for t in txns if t.priority != Priority.SAFETY_WRITE.name),
+                   default=0.0)
     terms = {
         "processing": PROCESSING_ALLOWANCE_S,
         "blocking transaction": blocking,

@@ -6,8 +6,7 @@ the HIL simulators serve exactly the same tables from the device side.
 
 from __future__ import annotations
 
-from enum import IntFlag
-
+from drivers.pilot_status import PilotStatus as PilotStatus  # the status register's bits
 from drivers.registers import DataType, Function, Register, RegisterMap
 
 # --- pilot board (unit 1 on the control bus) ------------------------------------------------
@@ -18,17 +17,6 @@ DUTY_PWM_MIN = 100  # 10.0 %
 DUTY_PWM_MAX = 970  # 97.0 %
 CC_OPEN_OHM = 0xFFFF
 WATCHDOG_DEFAULT_MS = 3000
-
-
-class PilotStatus(IntFlag):
-    """Bits of the pilot board's ``status`` register; they latch until ``fault_reset``."""
-
-    RCD_TRIP = 1 << 0
-    PE_LOSS = 1 << 1
-    OVERTEMP = 1 << 2
-    ESTOP = 1 << 3
-    FAILSAFE = 1 << 4
-    SELFTEST_FAIL = 1 << 5
 
 
 def duty_cmd_is_valid(value: int) -> bool:

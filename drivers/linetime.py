@@ -72,6 +72,17 @@ def read_bytes(function: int, count: int) -> tuple[int, int]:
     raise ValueError(f"not a read function code: {function}")
 
 
+def frame_bytes(function: int, count: int) -> tuple[int, int]:
+    """(request, response) sizes of any transaction the drivers make: FC 01-06, 0F, 10."""
+    if function in (5, 6):
+        return write_single_bytes()
+    if function == 15:
+        return write_coils_bytes(count)
+    if function == 16:
+        return write_registers_bytes(count)
+    return read_bytes(function, count)
+
+
 def _check_count(count: int, limit: int) -> None:
     if not 1 <= count <= limit:
         raise ValueError(f"count {count} out of 1..{limit}")

@@ -1,11 +1,14 @@
 """Driver of the control-pilot board (``board_maps.PILOT_BOARD_MAP``, hardware.md).
 
 The safety poll is one FC 04 read of the input block 0x0000-0x0007 at ``PILOT_POLL``
-priority; commands are FC 06 writes at ``CONTROL_WRITE``. A duty the board would refuse is
-refused here first (``ValueError``: a bug in the caller, not a device fault).
+priority; commands are FC 06 writes at ``CONTROL``. ``pilot_board_wire`` declares them all
+(``drivers.wire``). A duty the board would refuse is refused here first (``ValueError``: a bug
+in the caller, not a device fault).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from drivers.board_maps import (
     PILOT_BOARD_MAP,
@@ -13,11 +16,16 @@ from drivers.board_maps import (
     PILOT_SAMPLE_COUNT,
     duty_cmd_is_valid,
 )
-from drivers.bus import BusScheduler, Priority
+from drivers.bus import BusScheduler
 from drivers.interfaces import PilotBoardSample
 from drivers.registers import Block, DataType, Function
+from drivers.wire import Priority, Transaction
 
-__all__ = ["SAMPLE_BLOCK", "PilotBoardDriver", "PilotBoardSample", "decode_sample"]
+__all__ = ["SAMPLE_BLOCK", "PilotBoardDriver", "PilotBoardSample", "PilotBoardWire",
+           "decode_sample", "pilot_board_wire"]
+
+DEFAULT_POLL_S = 0.010
+DEFAULT_HEARTBEAT_S = 1.0
 
 SAMPLE_BLOCK = Block(  # what decode_sample decodes (tests compare it with decode_block)
     Function.INPUT,
@@ -72,39 +80,67 @@ def decode_sample(raw: list[int]) -> PilotBoardSample:
     )
 
 
-class PilotBoardDriver:
-    """A ``drivers.interfaces.PilotBoard`` on a ``BusScheduler``."""
+@dataclass(frozen=True, slots=True)
+class PilotBoardWire:
+    """Every transaction the pilot board driver runs."""
 
-    def __init__(self, bus: BusScheduler, unit: int = 1) -> None:
+    sample: Transaction
+    duty: Transaction
+    heartbeat: Transaction
+    watchdog: Transaction
+    fault_reset: Transaction
+
+    def all(self) -> tuple[Transaction, ...]:
+        return (self.sample, self.duty, self.heartbeat, self.watchdog, self.fault_reset)
+
+
+def _write(label: str, unit: int, name: str, *, period_s: float | None = None,
+           trigger: str = "") -> Transaction:
+    reg = PILOT_BOARD_MAP[name]
+    return Transaction(label, unit, 6, reg.address, 1, Priority.CONTROL, period_s, trigger)
+
+
+def pilot_board_wire(unit: int = 1, *, poll_s: float = DEFAULT_POLL_S,
+                     heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> PilotBoardWire:
+    """The pilot board's transactions: the safety poll every ``poll_s``, the heartbeat every
+    ``heartbeat_s``, the rest when the core asks."""
+    return PilotBoardWire(
+        sample=Transaction("pilot sample", unit, int(SAMPLE_BLOCK.function),
+                           SAMPLE_BLOCK.address, SAMPLE_BLOCK.count, Priority.PILOT_POLL,
+                           poll_s),
+        duty=_write("duty write", unit, "duty_cmd", trigger="duty change"),
+        heartbeat=_write("heartbeat", unit, "heartbeat", period_s=heartbeat_s),
+        watchdog=_write("watchdog setup", unit, "watchdog_ms", trigger="start-up"),
+        fault_reset=_write("fault reset", unit, "fault_reset", trigger="fault reset"),
+    )
+
+
+class PilotBoardDriver:
+    """A ``drivers.interfaces.PilotBoard`` on a ``BusScheduler``, running ``wire``."""
+
+    def __init__(self, bus: BusScheduler, unit: int = 1, *,
+                 wire: PilotBoardWire | None = None) -> None:
         self.bus = bus
-        self.unit = unit
+        self.wire = wire or pilot_board_wire(unit)
+        self.unit = self.wire.sample.unit
 
     async def read_sample(self) -> PilotBoardSample:
-        raw = await self.bus.read(
-            self.unit, int(Function.INPUT), PILOT_SAMPLE_ADDRESS, PILOT_SAMPLE_COUNT,
-            priority=Priority.PILOT_POLL,
-        )
-        return decode_sample(raw)
+        return decode_sample(await self.bus.run(self.wire.sample))
 
     async def set_duty(self, value: int) -> None:
         """``duty_cmd``: 1000 steady +12 V, 0 steady -12 V, 100..970 PWM (0.1 %)."""
         if not duty_cmd_is_valid(value):
             raise ValueError(f"duty_cmd {value} is not 0, 1000 or 100..970")
-        await self._write("duty_cmd", value)
+        await self.bus.run(self.wire.duty, (value,))
 
     async def set_watchdog(self, ms: int) -> None:
         """``watchdog_ms``: 0 off; the board goes FAILSAFE without a heartbeat this long."""
         if not 0 <= ms <= 0xFFFF:
             raise ValueError(f"watchdog {ms} ms out of 0..65535")
-        await self._write("watchdog_ms", ms)
+        await self.bus.run(self.wire.watchdog, (ms,))
 
     async def heartbeat(self) -> None:
-        await self._write("heartbeat", 1)
+        await self.bus.run(self.wire.heartbeat, (1,))
 
     async def fault_reset(self) -> None:
-        await self._write("fault_reset", 1)
-
-    async def _write(self, name: str, value: int) -> None:
-        reg = PILOT_BOARD_MAP[name]
-        await self.bus.write_register(self.unit, reg.address, value,
-                                      priority=Priority.CONTROL_WRITE)
+        await self.bus.run(self.wire.fault_reset, (1,))

@@ -25,32 +25,16 @@ import threading
 import time
 import tty
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from drivers.linetime import LineTiming
 
 Tap = Callable[[str, float, bytes], None]
 Mutate = Callable[[str, bytes], bytes | None]
 
 
-@dataclass(frozen=True, slots=True)
-class LineSettings:
-    baud: int = 9600
-    parity: str = "N"
-    stopbits: int = 1
-
-    @property
-    def bits_per_char(self) -> int:
-        return 1 + 8 + (0 if self.parity.upper() == "N" else 1) + self.stopbits
-
-    def char_time(self) -> float:
-        return self.bits_per_char / self.baud
-
-    def frame_time(self, nbytes: int) -> float:
-        """Seconds the bytes of one frame take on the wire (without the inter-frame gap)."""
-        return nbytes * self.char_time()
-
-    def gap_time(self) -> float:
-        """Modbus t3.5 silent interval; fixed 1.75 ms above 19200 baud (serial line spec)."""
-        return 0.00175 if self.baud > 19200 else 3.5 * self.char_time()
+LineSettings = LineTiming
+"""The line the bridge emulates: the drivers' own line-time model (one arithmetic for the agent's
+reaction bound and the virtual wire it is measured on)."""
 
 
 def _open_pty() -> tuple[int, int, str]:
@@ -182,7 +166,7 @@ class PtyBridge:
             start = max(time.monotonic(), self._next_free)
             done = start + self.line.frame_time(len(data))
             _sleep_until(done)
-            self._next_free = done + self.line.gap_time()
+            self._next_free = done + self.line.gap()
         if self.mutate is not None:
             mutated = self.mutate(direction, data)
             if mutated is None:

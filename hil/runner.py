@@ -436,8 +436,12 @@ async def run_scenario(
     config_path: str | None = None,
     with_agent: bool = True,
     on_ready: Callable[[Rig], None] | None = None,
+    on_agent_start: Callable[[int], None] | None = None,
 ) -> RunResult:
-    """Rig + agent + steps; writes report.md, timeline.png and timeline.json into ``out_dir``."""
+    """Rig + agent + steps; writes report.md, timeline.png and timeline.json into ``out_dir``.
+
+    ``on_agent_start(pid)`` runs right after the agent process is spawned, before it is READY
+    (the starved-CPU bench puts it into its CPU quota there)."""
     out_dir = _prepare_dir(out_dir)
     result = RunResult(scenario, started_wall=datetime.now(UTC).isoformat(timespec="seconds"))
     t_start = time.monotonic()
@@ -455,6 +459,8 @@ async def run_scenario(
                 agent = AgentProcess(rig.patched_config_path, out_dir / "agent.log")
                 result.agent_log = agent.log_path
                 agent.start()
+                if on_agent_start is not None and agent.pid is not None:
+                    on_agent_start(agent.pid)
                 await agent.wait_ready()
                 rig.timeline.add("agent_ready", rig.clock(), pid=agent.pid)
                 if broker is not None:

@@ -236,8 +236,9 @@ def telemetry_markdown() -> str:
     lines = [
         "# Telemetry fields and OCPP measurands (MQTT API v1)",
         "",
-        "Generated from `agent/api/models.py` (`MEASURANDS`) by `python -m agent.api.schemas "
-        "--write`; do not edit by hand. Each `tel` message has one entry per connector.",
+        "Generated from `agent/api/models/telemetry.py` (`MEASURANDS`) by "
+        "`python -m agent.api.schemas --write`; do not edit by hand. Each `tel` message has one "
+        "entry per connector.",
         "",
         "| field | OCPP measurand | unit | note |",
         "|---|---|---|---|",

@@ -4,12 +4,14 @@ Order, and why: the payload is parsed (``INVALID_SCHEMA`` and friends) and the e
 (duplicate first, so a QoS 1 redelivery is answered ``duplicate`` and never applied twice; then
 signature, expiry, clock skew, replay) before anything changes. Every refusal gets a reply with a
 stable reason; security refusals also become a ``securityReject`` event and a security-log line.
-The reply goes out within one control cycle; the lifecycle follows as events.
+A command goes into the orderly port (``OrderlyControl``) and an ``Applied`` comes out; the
+handler awaits ``carry_out`` (the new duty is on the wire, the events journaled) and only then
+replies: within one control cycle, before the effect is confirmed; the lifecycle follows as
+events.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,24 +33,16 @@ from agent.limits import (
     Recurrency,
     Schedule,
 )
-from agent.limits import Reason as LimitReason
-from agent.limits import Status as LimitStatus
-from agent.orderly.control import OrderlyControl, api_source
+from agent.orderly.applied import Applied
+from agent.orderly.control import OrderlyControl
 from agent.orderly.events import EventLog
+from agent.orderly.refs import api_source
 from agent.orderly.security import SecurityLog
 from agent.pilot import Authorize, StopRequested
 
 log = structlog.get_logger("agent.commands")
 
-ResultFields = dict[str, Any]
-
-
-@dataclass
-class Outcome:
-    status: ReplyStatus
-    reason: Reason
-    detail: str | None = None
-    extra: ResultFields | None = None
+_OK = Applied(ReplyStatus.ACCEPTED, Reason.OK)
 
 
 @dataclass
@@ -97,26 +91,28 @@ class CommandService:
         if not verdict.proceed:
             return self._refused(cmd, verdict)
         try:
-            outcome = await self._apply(cmd, now)
+            applied = await self._apply(cmd, now)
         except ProtocolError as exc:
-            outcome = Outcome(ReplyStatus.REJECTED, Reason(exc.reason), exc.message)
+            applied = Applied(ReplyStatus.REJECTED, Reason(exc.reason), exc.message)
         except Exception as exc:  # the reply must still go out; the agent keeps running
             log.exception("command_failed", command_id=cmd.id, type=cmd.type)
-            outcome = Outcome(ReplyStatus.REJECTED, Reason.INTERNAL_ERROR, type(exc).__name__)
-        await asyncio.sleep(0)  # a limit fed by the command reaches the wire before the reply
-        await self._events.settled()  # the events it journaled are committed: atSeq names them
+            applied = Applied(ReplyStatus.REJECTED, Reason.INTERNAL_ERROR, type(exc).__name__)
+        try:
+            await self._control.carry_out(applied)  # the new duty is on the wire: then reply
+        except Exception:
+            log.exception("command_carry_out_failed", command_id=cmd.id, type=cmd.type)
         reply = m.Reply(
-            command_id=cmd.id, device_id=self.device_id, status=outcome.status,
-            reason=outcome.reason, detail=outcome.detail,
+            command_id=cmd.id, device_id=self.device_id, status=applied.status,
+            reason=applied.reason, detail=applied.detail,
             applied_at=datetime.fromtimestamp(now, UTC)
-            if outcome.status is ReplyStatus.ACCEPTED else None,
-            at_seq=self._events.last_seq, **(outcome.extra or {}))
+            if applied.status is ReplyStatus.ACCEPTED else None,
+            at_seq=self._events.last_seq, **(applied.extra or {}))
         self._checker.commit(cmd, verdict, reply)
         log.info("command_applied", command_id=cmd.id, type=cmd.type, issuer=cmd.issuer,
                  group=group, status=reply.status.value, reason=reply.reason.value)
-        if outcome.status is not ReplyStatus.ACCEPTED:
-            self._security.record(outcome.status.value, reason=outcome.reason.value,
-                                  command_id=cmd.id, issuer=cmd.issuer, detail=outcome.detail)
+        if applied.status is not ReplyStatus.ACCEPTED:
+            self._security.record(applied.status.value, reason=applied.reason.value,
+                                  command_id=cmd.id, issuer=cmd.issuer, detail=applied.detail)
         return reply
 
     def _refused(self, cmd: m.Command, verdict: Verdict) -> m.Reply:
@@ -136,47 +132,37 @@ class CommandService:
 
     # --- dispatch ------------------------------------------------------------------------
 
-    async def _apply(self, cmd: m.Command, now: float) -> Outcome:
-        ok = Outcome(ReplyStatus.ACCEPTED, Reason.OK)
+    async def _apply(self, cmd: m.Command, now: float) -> Applied:
         targets = self._targets(cmd.connector)
+        port = self._control
         if isinstance(cmd, m.SetLimitCommand):
             b = cmd.body
-            res = self._control.engine.set_limit(
+            return port.set_limit(
                 cmd.id, b.limit.value, b.limit.unit, b.duration_s, now,
                 start_at=_ts(b.start_at), priority=b.priority, dsr=b.dsr,
                 randomize_start_s=b.randomize_start_s or None, connector=cmd.connector)
-            return self._applied(res.status, res.reason, res.superseded, res.profile)
         if isinstance(cmd, m.SetProfileCommand):
-            profile = _profile(cmd, self._control)
-            session = self._control.connectors[targets[0]].session_start
-            res = self._control.engine.apply_profile(profile, now, session_start=session)
-            return self._applied(res.status, res.reason, res.superseded, res.profile)
+            return port.set_profile(_profile(cmd), targets[0], now)
         if isinstance(cmd, m.ClearProfileCommand):
             clear = cmd.body
             if isinstance(clear, m.ClearProfileById):
-                removed = self._control.engine.clear(profile_id=clear.profile_id)
-                if not removed:  # a setLimit is addressed by its command id
-                    removed = self._control.engine.clear(profile_id=f"cmd:{clear.profile_id}")
-            else:
-                removed = self._control.engine.clear(
-                    layer=Layer(clear.layer) if clear.layer else None,
-                    stack_level=clear.stack_level)
-            self._control.cleared(removed, cmd.id)
-            return ok if removed else Outcome(ReplyStatus.UNKNOWN, Reason.OK, "nothing matched")
+                return port.clear(cmd.id, now, profile_id=clear.profile_id)
+            return port.clear(cmd.id, now, layer=Layer(clear.layer) if clear.layer else None,
+                              stack_level=clear.stack_level)
         if isinstance(cmd, m.GetCompositeCommand):
-            return Outcome(ReplyStatus.ACCEPTED, Reason.OK,
+            return Applied(ReplyStatus.ACCEPTED, Reason.OK,
                            extra={"composite": self._composite(cmd, targets, now)})
         if isinstance(cmd, m.StartSessionCommand | m.StopSessionCommand):
             return await self._session(cmd, targets)
         if isinstance(cmd, m.SetConfigCommand):
             version = await self._hooks.set_config(cmd)
-            return Outcome(ReplyStatus.ACCEPTED, Reason.OK, extra={"config_version": version})
+            return Applied(ReplyStatus.ACCEPTED, Reason.OK, extra={"config_version": version})
         if isinstance(cmd, m.ResyncCommand):
             count = await self._hooks.resync(cmd.body.from_seq)
-            return Outcome(ReplyStatus.ACCEPTED, Reason.OK, f"{count} events republished")
+            return Applied(ReplyStatus.ACCEPTED, Reason.OK, f"{count} events republished")
         if isinstance(cmd, m.DecommissionCommand):
             await self._hooks.decommission()
-            return ok
+            return _OK
         raise ProtocolError(f"unhandled type {cmd.type}", reason=Reason.INVALID_SCHEMA.value)
 
     def _targets(self, connector: int | None) -> list[int]:
@@ -187,59 +173,36 @@ class CommandService:
                                 reason=Reason.LOCAL_CONSTRAINT.value)
         return [connector]
 
-    def _applied(self, status: LimitStatus, reason: LimitReason,
-                 superseded: tuple[ChargingProfile, ...],
-                 profile: ChargingProfile | None) -> Outcome:
-        if status is not LimitStatus.ACCEPTED:
-            mapped = {LimitStatus.REJECTED: ReplyStatus.REJECTED,
-                      LimitStatus.NOT_SUPPORTED: ReplyStatus.NOT_SUPPORTED}[status]
-            return Outcome(mapped, Reason(reason.value))
-        self._control.superseded(superseded, profile)
-        self._control.apply_now()
-        return Outcome(ReplyStatus.ACCEPTED, Reason.OK)
-
     def _composite(self, cmd: m.GetCompositeCommand, targets: list[int],
                    now: float) -> list[dict[str, Any]]:
         unit = RateUnit.A if cmd.body.unit == "A" else RateUnit.W
         out = []
         for cid in targets:
-            periods = self._control.engine.composite_schedule(
-                now, cmd.body.horizon_s, unit, cid, self._control.context(cid))
-            rows = []
-            for p in periods:
-                row: dict[str, Any] = {"offset_s": round(p.start - now),
-                                       "limit": round(p.limit, 2) if p.limit is not None
-                                       else self._unconstrained(cid, unit),
-                                       "source": api_source(p.source) if p.source != "none"
-                                       else "hardware"}
-                rows.append(row)
+            rows = [{"offset_s": round(p.start - now),
+                     "limit": round(p.limit, 2) if p.limit is not None
+                     else self._control.unconstrained(cid, unit),
+                     "source": api_source(p.source) if p.source != "none" else "hardware"}
+                    for p in self._control.composite_schedule(cid, unit, cmd.body.horizon_s, now)]
             out.append({"connector": cid, "start_at": datetime.fromtimestamp(now, UTC),
                         "duration_s": cmd.body.horizon_s, "unit": cmd.body.unit,
                         "periods": rows})
         return out
 
-    def _unconstrained(self, cid: int, unit: RateUnit) -> float:
-        rated = self._control.connectors[cid].rated_a
-        if unit is RateUnit.A:
-            return rated
-        volts = self._control.context(cid).volt_sum(self._control.engine.config.nominal_voltage_v)
-        return round(rated * volts, 1)
-
     async def _session(self, cmd: m.StartSessionCommand | m.StopSessionCommand,
-                       targets: list[int]) -> Outcome:
+                       targets: list[int]) -> Applied:
         live = [c for c in targets if self._hooks.plugged(c)]
         if not live:
-            return Outcome(ReplyStatus.REJECTED, Reason.NO_ACTIVE_SESSION, "no EV connected")
+            return Applied(ReplyStatus.REJECTED, Reason.NO_ACTIVE_SESSION, "no EV connected")
         for cid in live:
             if isinstance(cmd, m.StartSessionCommand):
                 await self._hooks.feed(cid, Authorize(cmd.body.id_tag))
             else:
                 self._hooks.stop_origin(cid, StopReason.REMOTE)
                 await self._hooks.feed(cid, StopRequested("Remote"))
-        return Outcome(ReplyStatus.ACCEPTED, Reason.OK)
+        return _OK
 
 
-def _profile(cmd: m.SetProfileCommand, control: OrderlyControl) -> ChargingProfile:
+def _profile(cmd: m.SetProfileCommand) -> ChargingProfile:
     b = cmd.body
     s = b.schedule
     return ChargingProfile(

@@ -1,77 +1,83 @@
 """Orderly charging: the limits engine's composite, fed to each connector's pilot machine.
 
-The engine is pure; this class owns its clock (wall time, since profiles carry dates), its
-persistence (``limits.json``, written atomically on every change) and the events that tell the
-aggregator what happened to its commands: started (with the limit applied and the random delay
-drawn), superseded, cleared, completed, expired; fail-safe entered/exited. It wakes when the
-engine says the composite may change, when a command arrives, or when the context changes
-(plug-in, link up/down), never on a fixed poll.
+The engine is pure; this class is its one port. It owns the engine's clock (wall time, since
+profiles carry dates), its persistence (``limits.json``, written atomically on every change)
+and the events that tell the aggregator what happened to its commands: started (with the limit
+applied and the random delay drawn), superseded, cleared, completed, expired; fail-safe
+entered/exited. A command goes in (``set_limit``, ``set_profile``, ``clear``) and an
+``Applied`` comes out; ``carry_out`` then feeds the limits (awaited: on the wire before the
+reply), journals the events and keeps the books. The control task wakes when the engine says
+the composite may change, when a command arrives, or when the context changes (plug-in, link
+up/down), never on a fixed poll, and carries out its own ``Plan`` the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
+from pydantic import BaseModel
 
 from agent.api.models import (
     CommandClearedBody,
-    CommandRef,
     CommandStartedBody,
     CommandSupersededBody,
     FailsafeEnteredBody,
     FailsafeExitedBody,
-    Limit,
 )
+from agent.api.reasons import Reason, ReplyStatus
 from agent.errors import ConfigError
 from agent.limits import (
+    ApplyResult,
     ChargeContext,
     ChargingProfile,
+    CompositePeriod,
     EffectiveLimit,
     EngineConfig,
     FailsafeConfig,
+    Layer,
     LimitsEngine,
     LinkState,
     LocalLimits,
     RateUnit,
     StationInput,
 )
-from agent.orderly.events import EventLog, from_wire
-from agent.orderly.reporter import ev_letter
+from agent.limits import Status as LimitStatus
+from agent.orderly.applied import Applied, Feed, Journaled, Plan, Retarget
+from agent.orderly.events import EventLog, ev_letter, from_wire
+from agent.orderly.refs import (
+    api_source,
+    commanded_limit,
+    limit_snapshot,
+    profile_list,
+    ref_of,
+)
 from agent.orderly.sessions import SessionTracker
 from agent.pilot import LimitChanged, PilotState
 from agent.pilot.classifier import CpLevel
 from agent.shell.handle import ConnectorHandle
-from agent.store import atomic_write, rfc3339
+from agent.store import atomic_write
 from agent.writer import shared_writer
 
 log = structlog.get_logger("agent.orderly")
 
 MAX_SLEEP_S = 5.0
-SOURCE_NAMES = {"local:site": "installer", "local:cable": "cable", "local:hardware": "hardware"}
-
-
-def api_source(source: str) -> str:
-    return SOURCE_NAMES.get(source, source)
+_REPLY = {LimitStatus.REJECTED: ReplyStatus.REJECTED,
+          LimitStatus.NOT_SUPPORTED: ReplyStatus.NOT_SUPPORTED}
 
 
 def _below(new: float | None, old: float | None) -> bool:
     """Whether feeding ``new`` after ``old`` lowers the offer (None: no ceiling)."""
     return new is not None and (old is None or new < old)
-
-
-def ref_of(p: ChargingProfile) -> CommandRef:
-    if p.source_command_id:
-        return CommandRef(command_id=p.source_command_id)
-    return CommandRef(profile_id=p.profile_id)
 
 
 @dataclass
@@ -87,16 +93,6 @@ class ConnectorInputs:
     session_start: float | None = None
     fed_limit: float | None = field(default=-1.0)  # sentinel: nothing fed yet
     effective: EffectiveLimit | None = None
-
-
-def commanded_limit(p: ChargingProfile) -> Limit:
-    """The limit of the first period in the unit the command used: a setLimit in kW is stored
-    as W (``parse_limit``) and echoed in kW, so ``commandStarted`` repeats what was sent."""
-    value = p.schedule.periods[0].limit
-    if p.commanded_kw:
-        return Limit(value=round(value / 1000, 9), unit="kW")
-    unit: Literal["A", "W"] = "A" if p.schedule.unit is RateUnit.A else "W"
-    return Limit(value=value, unit=unit)
 
 
 class OrderlyControl:
@@ -119,7 +115,7 @@ class OrderlyControl:
         self._on_change = on_change
         self._clock = clock
         self._wake = asyncio.Event()
-        self._feeds: set[asyncio.Task[object]] = set()  # held so none is collected mid-flight
+        self._collected: list[Journaled] | None = None  # a command's events, for its Applied
         self._started: set[str] = set()
         self._failsafe_since: float | None = None
         self.decommissioned = False
@@ -176,13 +172,100 @@ class OrderlyControl:
     def wake(self) -> None:
         self._wake.set()
 
-    def apply_now(self) -> None:
-        """A command changed the limits: evaluate at once, so that the feed of a new limit is
-        the next thing the event loop runs (the vehicle waits for it); limits.json is written
-        right after it, and the control task recomputes its next wake-up."""
-        self.evaluate(self._clock())
-        asyncio.get_running_loop().call_soon(self.persist)
-        self.wake()
+    # --- the port: commands in, Applied out -------------------------------------------------
+
+    def set_limit(self, command_id: str, value: float, unit: str, duration_s: float, now: float,
+                  **opts: Any) -> Applied:
+        """A setLimit lease (``opts``: start_at, priority, dsr, randomize_start_s, connector)."""
+        with self._collecting() as events:
+            res = self.engine.set_limit(command_id, value, unit, duration_s, now, **opts)
+            return self._installed(res, now, events)
+
+    def set_profile(self, profile: ChargingProfile, connector: int, now: float) -> Applied:
+        """A setProfile; a session-layer one binds to the session running on ``connector``."""
+        with self._collecting() as events:
+            res = self.engine.apply_profile(
+                profile, now, session_start=self.connectors[connector].session_start)
+            return self._installed(res, now, events)
+
+    def clear(self, by: str, now: float, *, profile_id: str | None = None,
+              layer: Layer | None = None, stack_level: int | None = None) -> Applied:
+        """clearProfile by id (a setLimit is addressed by its command id) or by layer/level."""
+        with self._collecting() as events:
+            if profile_id is not None:
+                removed = (self.engine.clear(profile_id=profile_id)
+                           or self.engine.clear(profile_id=f"cmd:{profile_id}"))
+            else:
+                removed = self.engine.clear(layer=layer, stack_level=stack_level)
+            for p in removed:
+                self._started.discard(p.profile_id)
+                body = CommandClearedBody(**ref_of(p).model_dump(), cleared_by=by)
+                self._event("commandCleared", body, p.connector)
+            plan = self.evaluate(now, persist=bool(removed))
+        if not removed:
+            return Applied(ReplyStatus.UNKNOWN, Reason.OK, "nothing matched", plan=plan,
+                           events=tuple(events))
+        return Applied(ReplyStatus.ACCEPTED, Reason.OK, plan=plan, events=tuple(events))
+
+    def composite_schedule(self, cid: int, unit: RateUnit, horizon_s: float,
+                           now: float) -> list[CompositePeriod]:
+        return self.engine.composite_schedule(now, horizon_s, unit, cid, self.context(cid))
+
+    def unconstrained(self, cid: int, unit: RateUnit) -> float:
+        """What a period without any limit means on ``cid``: its rating, in ``unit``."""
+        rated = self.connectors[cid].rated_a
+        if unit is RateUnit.A:
+            return rated
+        return round(rated * self.context(cid).volt_sum(self.engine.config.nominal_voltage_v), 1)
+
+    def _installed(self, res: ApplyResult, now: float, events: list[Journaled]) -> Applied:
+        if res.status is not LimitStatus.ACCEPTED:
+            return Applied(_REPLY[res.status], Reason(res.reason.value), events=tuple(events))
+        for p in res.superseded:
+            self._started.discard(p.profile_id)
+            new = res.profile
+            body = CommandSupersededBody(
+                **ref_of(p).model_dump(), superseded_by=ref_of(new) if new else ref_of(p))
+            self._event("commandSuperseded", body, p.connector)
+        plan = self.evaluate(now, persist=True)
+        return Applied(ReplyStatus.ACCEPTED, Reason.OK, plan=plan, events=tuple(events))
+
+    @contextlib.contextmanager
+    def _collecting(self) -> Iterator[list[Journaled]]:
+        """Events raised meanwhile go into the command's ``Applied`` instead of the journal."""
+        events: list[Journaled] = []
+        self._collected = events
+        try:
+            yield events
+        finally:
+            self._collected = None
+        self.wake()  # the control task recomputes its next wake-up
+
+    def _event(self, type_: str, body: BaseModel, connector: int | None = None) -> None:
+        if self._collected is not None:
+            self._collected.append(Journaled(type_, body, connector))
+        else:
+            self._events.event(type_, body, connector)
+
+    async def carry_out(self, applied: Applied | Plan) -> None:
+        """The feed first (awaited: the duty is on the wire), then the events, the session
+        records' curtailments and limits.json: none of that is what the vehicle waits for.
+        They go to the store writer; for a command (``Applied``) this then waits until they are
+        committed (the reply's ``atSeq`` names them); the event loop never waits."""
+        plan = applied.plan if isinstance(applied, Applied) else applied
+        await self._feed(plan.feed)
+        if isinstance(applied, Applied):
+            for e in applied.events:
+                self._events.event(e.type, e.body, e.connector)
+        for r in plan.retargets:
+            tracker = self.connectors[r.connector].tracker
+            if tracker is not None:
+                prev = r.previous.target if r.previous is not None else None
+                tracker.retarget(r.effective.target, prev, r.at)
+        if plan.persist:
+            self.persist()
+        if isinstance(applied, Applied):
+            await self._events.settled()
 
     def session_started(self, cid: int, at: float) -> None:
         self.connectors[cid].session_start = at
@@ -192,7 +275,7 @@ class OrderlyControl:
         self.connectors[cid].session_start = None
         ended = self.engine.end_session()
         for p in ended:
-            self._events.event("commandCompleted", ref_of(p), cid)
+            self._event("commandCompleted", ref_of(p), cid)
         if ended:
             self.persist()
         self.wake()
@@ -201,29 +284,14 @@ class OrderlyControl:
         self.connectors[cid].site_limit_a = limit_a
         self.wake()
 
-    # --- command outcomes ------------------------------------------------------------------
-
-    def superseded(self, old: tuple[ChargingProfile, ...], new: ChargingProfile | None) -> None:
-        for p in old:
-            self._started.discard(p.profile_id)
-            body = CommandSupersededBody(
-                **ref_of(p).model_dump(), superseded_by=ref_of(new) if new else ref_of(p))
-            self._events.event("commandSuperseded", body, p.connector)
-
-    def cleared(self, removed: list[ChargingProfile], by: str | None) -> None:
-        for p in removed:
-            self._started.discard(p.profile_id)
-            body = CommandClearedBody(**ref_of(p).model_dump(), cleared_by=by)
-            self._events.event("commandCleared", body, p.connector)
-        self.persist()
-        self.wake()
-
     # --- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
         while True:
             now = self._clock()
-            wake_at = self.evaluate(now)
+            plan = self.evaluate(now)
+            await self.carry_out(plan)
+            wake_at = plan.wake_at
             timeout = MAX_SLEEP_S if wake_at is None else max(0.0, min(wake_at - now,
                                                                         MAX_SLEEP_S))
             self._wake.clear()
@@ -233,16 +301,16 @@ class OrderlyControl:
             except TimeoutError:
                 pass
 
-    def evaluate(self, now: float) -> float | None:
-        """Apply the composite at ``now``; returns when the next change may happen."""
-        self._lifecycle(now)
+    def evaluate(self, now: float, *, persist: bool = False) -> Plan:
+        """The composite at ``now``: what to feed where, and when the next change may happen.
+        Pure bookkeeping on the engine; the I/O is ``carry_out``'s."""
+        persist = self._lifecycle(now) or persist
         nxt: list[float] = []
-        changed = False
         inputs = {cid: self._station_input(cid) for cid in self.connectors}
         targets = self.engine.station(now, inputs)
-        lower: list[tuple[ConnectorInputs, float | None]] = []
-        higher: list[tuple[ConnectorInputs, float | None]] = []
-        books: list[tuple[int, ConnectorInputs, EffectiveLimit, EffectiveLimit | None]] = []
+        lower: list[tuple[ConnectorHandle, float | None]] = []
+        higher: list[tuple[ConnectorHandle, float | None]] = []
+        retargets: list[Retarget] = []
         for cid, c in self.connectors.items():
             ctx = inputs[cid].ctx
             eff = self.engine.effective_limit(now, cid, ctx, targets[cid])
@@ -252,31 +320,21 @@ class OrderlyControl:
                 c.tracker.updated(ev_letter(c.controller.machine.ev_level), 0.0,
                                   eff.target.limit_a or 0.0, api_source(eff.target.source),
                                   eff.drawn.drawn_s)
-            prev = c.effective
-            c.effective = eff
+            prev, c.effective = c.effective, eff
             if limit != c.fed_limit:
-                (lower if _below(limit, c.fed_limit) else higher).append((c, limit))
+                (lower if _below(limit, c.fed_limit) else higher).append((c.controller, limit))
                 c.fed_limit = limit
-                changed = True
-                books.append((cid, c, eff, prev))
+                retargets.append(Retarget(cid, eff, prev, now))
             t = self.engine.next_change_after(now, cid, ctx)
             if t is not None:
                 nxt.append(t)
             if eff.pending is not None:
                 nxt.append(eff.pending.until)
-        if lower or higher:
-            loop = asyncio.get_running_loop()
-            feed = loop.create_task(self._feed(lower, higher))
-            self._feeds.add(feed)
-            feed.add_done_callback(self._feeds.discard)
-            # The session record's bookkeeping (a ledger write) is scheduled after the feed
-            # task: it is not what the vehicle waits for.
-            for cid, c, eff, prev in books:
-                loop.call_soon(self._curtailment, cid, c, eff, prev, now)
         self._failsafe(now)
-        if changed:
+        if retargets:
             self._on_change()
-        return min(nxt) if nxt else None
+        return Plan(min(nxt) if nxt else None, Feed(tuple(lower), tuple(higher)),
+                    tuple(retargets), persist)
 
     def _station_input(self, cid: int) -> StationInput:
         m = self.connectors[cid].controller.machine
@@ -285,56 +343,22 @@ class OrderlyControl:
                             m.ev_level in (CpLevel.STATE_3, CpLevel.STATE_D))
 
     @staticmethod
-    async def _feed(lower: list[tuple[ConnectorInputs, float | None]],
-                    higher: list[tuple[ConnectorInputs, float | None]]) -> None:
-        """Decreases are on the wire before increases: when siteMax moves a share from one
-        connector to another, the sum of the offers never exceeds it, even for a moment."""
-        for group in (lower, higher):
+    async def _feed(feed: Feed) -> None:
+        """Decreases are on the wire before increases (``Feed``)."""
+        for group in (feed.lower, feed.higher):
             if len(group) == 1:  # in this task: no extra hop before the duty write
-                await group[0][0].controller.feed(LimitChanged(group[0][1]))
+                await group[0][0].feed(LimitChanged(group[0][1]))
             elif group:
-                await asyncio.gather(*(c.controller.feed(LimitChanged(limit))
-                                       for c, limit in group))
+                await asyncio.gather(*(ctl.feed(LimitChanged(limit)) for ctl, limit in group))
 
-    def _curtailment(self, cid: int, c: ConnectorInputs, eff: EffectiveLimit,
-                     prev: EffectiveLimit | None, now: float) -> None:
-        if c.tracker is None:
-            return
-        t = eff.target
-        old = prev.target if prev is not None else None
-        if old is not None and (old.command_id or old.profile_id) and (
-                old.command_id, old.profile_id) != (t.command_id, t.profile_id):
-            self._record_curtailment(c, old.command_id, old.profile_id, old.limit_a, now,
-                                     ended=True)
-        if t.command_id or t.profile_id:
-            self._record_curtailment(c, t.command_id, t.profile_id, t.limit_a, now, ended=False)
-
-    def _record_curtailment(self, c: ConnectorInputs, command_id: str | None,
-                            profile_id: str | None, limit_a: float | None, now: float,
-                            *, ended: bool) -> None:
-        assert c.tracker is not None
-        source, sid = ("commandId", command_id) if command_id else ("profileId", profile_id)
-        assert sid is not None
-        key = (source, sid)
-        starts = c.tracker.curtailment_starts
-        if ended:
-            start = starts.pop(key, None)
-            if start is not None:
-                c.tracker.curtailment(source, sid, start,
-                                      {"value": limit_a or 0.0, "unit": "A"}, to_at=now)
-        elif key not in starts:
-            starts[key] = now
-            c.tracker.curtailment(source, sid, now, {"value": limit_a or 0.0, "unit": "A"})
-
-    def _lifecycle(self, now: float) -> None:
-        """commandStarted once a lease/profile is in force; completed/expired when it lapses."""
+    def _lifecycle(self, now: float) -> bool:
+        """commandStarted once a lease/profile is in force; completed/expired when it lapses.
+        Returns whether profiles were removed (limits.json to be written)."""
         removed = self.engine.purge_expired(now)
         for p in removed:
             kind = "commandCompleted" if p.profile_id in self._started else "commandExpired"
             self._started.discard(p.profile_id)
-            self._events.event(kind, ref_of(p), p.connector)
-        if removed:
-            self.persist()
+            self._event(kind, ref_of(p), p.connector)
         for inst in self.engine.installed:
             p = inst.profile
             start = (p.valid_from if p.valid_from is not None else inst.installed_at)
@@ -349,7 +373,8 @@ class OrderlyControl:
                 applied_limit_a=applied,
                 random_delay_s=round(inst.start_delay_s),
             )
-            self._events.event("commandStarted", body, p.connector)
+            self._event("commandStarted", body, p.connector)
+        return bool(removed)
 
     def _applied_a(self, connector: int | None, now: float) -> float | None:
         cid = connector if connector in self.connectors else next(iter(self.connectors))
@@ -365,14 +390,14 @@ class OrderlyControl:
         if active and self._failsafe_since is None and fs is not None:
             self._failsafe_since = now
             unit = "A" if fs.unit is RateUnit.A else "W"
-            self._events.event("failsafeEntered", from_wire(FailsafeEnteredBody,
+            self._event("failsafeEntered", from_wire(FailsafeEnteredBody,
                 {"afterS": max(1, round(fs.after_s)), "limit": {"value": fs.limit,
                                                                  "unit": unit}}))
             log.warning("failsafe_entered", after_s=fs.after_s, limit=fs.limit, unit=unit)
         elif not active and self._failsafe_since is not None:
             duration = now - self._failsafe_since
             self._failsafe_since = None
-            self._events.event("failsafeExited", FailsafeExitedBody(duration_s=round(duration)))
+            self._event("failsafeExited", FailsafeExitedBody(duration_s=round(duration)))
             log.info("failsafe_exited", duration_s=round(duration, 1))
 
     @property
@@ -381,28 +406,7 @@ class OrderlyControl:
 
     def snapshot_limits(self, cid: int) -> dict[str, Any]:
         c = self.connectors[cid]
-        eff = c.effective
-        if eff is None:
-            return {"limitA": 0.0, "limitSource": "none"}
-        t = eff.target
-        out: dict[str, Any] = {
-            "limitA": round(eff.limit_a, 2) if eff.limit_a is not None else c.rated_a,
-            "limitSource": api_source(t.source) if t.source != "none" else "hardware",
-        }
-        if t.command_id or t.profile_id:
-            out["limitRef"] = ({"commandId": t.command_id} if t.command_id
-                               else {"profileId": t.profile_id})
-        return out
+        return limit_snapshot(c.effective, c.rated_a)
 
     def active_profiles(self) -> list[dict[str, Any]]:
-        out = []
-        for inst in self.engine.installed:
-            p = inst.profile
-            item: dict[str, Any] = ref_of(p).model_dump(by_alias=True, exclude_none=True)
-            item.update({"layer": p.layer.value, "stackLevel": p.stack_level})
-            if p.valid_from is not None:
-                item["validFrom"] = rfc3339(p.valid_from)
-            if p.valid_to is not None:
-                item["validTo"] = rfc3339(p.valid_to)
-            out.append(item)
-        return out
+        return profile_list(self.engine.installed)

@@ -22,12 +22,25 @@ from pydantic import BaseModel
 
 from agent.errors import JournalError
 from agent.journal import Entry, Journal
+from agent.pilot import CpLevel, PilotState
 
 log = structlog.get_logger("agent.events")
 
 
 M = TypeVar("M", bound=BaseModel)
 Body = BaseModel | Mapping[str, Any]
+
+LETTERS = {
+    CpLevel.STATE_1: "A", CpLevel.STATE_2: "B", CpLevel.STATE_3: "C", CpLevel.STATE_D: "D",
+    CpLevel.SHORT: "E", CpLevel.INVALID: "E", CpLevel.NEGATIVE: "F",
+}
+
+
+def ev_letter(level: CpLevel | None, state: PilotState | None = None) -> str:
+    """IEC letter of the EV level (GB state 1/2/3 = A/B/C); F while a fault holds the pilot."""
+    if state is PilotState.FAULT:
+        return "F"
+    return LETTERS.get(level, "A") if level is not None else "A"
 
 
 def from_wire(model: type[M], data: Mapping[str, Any]) -> M:

@@ -117,9 +117,8 @@ class LocalService:
         self._curtailing: dict[int, tuple[str, float, float]] = {}  # id, from, limit
         for ctl in controllers:
             ctl.on_event = self.note  # queued until run() has recovered the ledger
-        now = time.monotonic()
-        for cid, ctl in self.controllers.items():  # before the control tasks start
-            ctl.machine.step(LimitChanged(self._site(cid)[0]), now)
+        for cid, ctl in self.controllers.items():  # before the control tasks poll
+            ctl.feed_first(LimitChanged(self._site(cid)[0]))
         log.info("local_limits", limits={cid: self._site(cid)[0] for cid in self.controllers},
                  path=str(self.installer.path))
 

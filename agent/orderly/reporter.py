@@ -8,46 +8,54 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
 from agent.api import models as m
-from agent.orderly.events import from_wire
+from agent.config import AgentConfig
+from agent.journal import Journal
+from agent.ledger import Ledger
+from agent.orderly.control import OrderlyControl
+from agent.orderly.events import EventLog, ev_letter, from_wire
+from agent.orderly.runtime import RuntimeSettings
+from agent.orderly.sessions import SessionTracker
 from agent.pilot import (
     CpLevel,
     FaultCleared,
     FaultRaised,
     OfferChanged,
-    PilotState,
     SessionEvent,
     SetContactor,
 )
-from agent.shell.connector import EvLevelChanged, FeedbackChanged
+from agent.pilot.delivery import EvLevelChanged, FeedbackChanged
+from agent.shell.handle import ConnectorHandle
 from agent.store import rfc3339
 
-if TYPE_CHECKING:
-    from agent.orderly.service import OrderlyService
+
+class ReporterHost(Protocol):
+    """What the reporter reads of the orderly service (which owns it): no import cycle."""
+
+    boot_id: str
+    config: AgentConfig
+    control: OrderlyControl
+    controllers: dict[int, ConnectorHandle]
+    events: EventLog
+    journal: Journal
+    ledger: Ledger
+    runtime: RuntimeSettings
+    trackers: dict[int, SessionTracker]
+
+    def _state_changed(self) -> None: ...
 
 log = structlog.get_logger("agent.reporter")
 
-LETTERS = {
-    CpLevel.STATE_1: "A", CpLevel.STATE_2: "B", CpLevel.STATE_3: "C", CpLevel.STATE_D: "D",
-    CpLevel.SHORT: "E", CpLevel.INVALID: "E", CpLevel.NEGATIVE: "F",
-}
 RECOVERY_WAIT_S = 3.0
 MIN_TELEMETRY_GAP_S = 1.0
 
 
-def ev_letter(level: CpLevel | None, state: PilotState | None = None) -> str:
-    """IEC letter of the EV level (GB state 1/2/3 = A/B/C); F while a fault holds the pilot."""
-    if state is PilotState.FAULT:
-        return "F"
-    return LETTERS.get(level, "A") if level is not None else "A"
-
-
 class Reporter:
-    def __init__(self, svc: OrderlyService) -> None:
+    def __init__(self, svc: ReporterHost) -> None:
         self.svc = svc
         self._queue: asyncio.Queue[tuple[int, Any, float]] = asyncio.Queue()
         self._tel_wake = asyncio.Event()

@@ -27,7 +27,7 @@ from agent.limits import FailsafeConfig, RateUnit
 from agent.link import Link, LinkSettings, Reply
 from agent.link.ports import CommandMessage
 from agent.orderly.commands import CommandService, RuntimeHooks
-from agent.orderly.control import ConnectorInputs, OrderlyControl, api_source
+from agent.orderly.control import ConnectorInputs, OrderlyControl
 from agent.orderly.events import EventLog
 from agent.orderly.installer import (
     InstallerLimits,
@@ -37,6 +37,7 @@ from agent.orderly.installer import (
     site_limit,
 )
 from agent.orderly.keys import load_issuer_keys
+from agent.orderly.refs import api_source
 from agent.orderly.reporter import Reporter
 from agent.orderly.runtime import RuntimeSettings
 from agent.orderly.security import SecurityLog
@@ -136,7 +137,7 @@ class OrderlyService:
         self.reporter = Reporter(self)
         for ctl in controllers:
             ctl.on_event = self.reporter.note
-            ctl.machine.step(LimitChanged(0.0), time.monotonic())  # nothing until the composite
+            ctl.feed_first(LimitChanged(0.0))  # nothing until the composite
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -202,7 +203,7 @@ class OrderlyService:
                              "type": _command_type(msg.payload), "group": msg.group,
                              "status": reply.status.value, "reason": reply.reason.value}
         self._state_changed()
-        encoded = Reply(json.loads(m.encode(reply)))
+        encoded = Reply(m.encode(reply))  # serialised once, the bytes the link publishes
         # The reply goes out once its record, and every event and limits.json written before
         # it, are committed (the store writer runs in order); the loop goes on meanwhile.
         await self.command_store.durable()

@@ -25,6 +25,7 @@ from agent.errors import StoreError
 from agent.faults import FaultCode
 from agent.journal import Entry
 from agent.ledger import Curtailment, Ledger, RandomDelay, Session
+from agent.limits import CompositeLimit
 from agent.orderly.events import EventLog, from_wire
 from agent.store import rfc3339
 
@@ -137,6 +138,29 @@ class SessionTracker:
                 "commandId" if source == "commandId" else
                 "installer" if source == "installer" else "profileId")
             self._update(curtailment=Curtailment(kind, source_id, from_at, limit, to_at))
+
+    def retarget(self, new: CompositeLimit, old: CompositeLimit | None, now: float) -> None:
+        """The limit in force changed: the one it replaced ends its curtailment, the new one
+        (a command's or a profile's) starts one."""
+        if old is not None and (old.command_id or old.profile_id) and (
+                old.command_id, old.profile_id) != (new.command_id, new.profile_id):
+            self._curtail(old.command_id, old.profile_id, old.limit_a, now, ended=True)
+        if new.command_id or new.profile_id:
+            self._curtail(new.command_id, new.profile_id, new.limit_a, now, ended=False)
+
+    def _curtail(self, command_id: str | None, profile_id: str | None, limit_a: float | None,
+                 now: float, *, ended: bool) -> None:
+        source, sid = ("commandId", command_id) if command_id else ("profileId", profile_id)
+        assert sid is not None
+        key = (source, sid)
+        limit: dict[str, object] = {"value": limit_a or 0.0, "unit": "A"}
+        if ended:
+            start = self.curtailment_starts.pop(key, None)
+            if start is not None:
+                self.curtailment(source, sid, start, limit, to_at=now)
+        elif key not in self.curtailment_starts:
+            self.curtailment_starts[key] = now
+            self.curtailment(source, sid, now, limit)
 
     def random_delay(self, at: float, seconds: float) -> None:
         if self.session is not None:

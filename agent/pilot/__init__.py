@@ -15,6 +15,7 @@ from agent.pilot.classifier import (
 from agent.pilot.events import (
     Action,
     Authorize,
+    BoardStatus,
     Event,
     FaultCleared,
     FaultRaised,
@@ -56,6 +57,7 @@ __all__ = [
     "PROFILES",
     "Action",
     "Authorize",
+    "BoardStatus",
     "CcReading",
     "CcState",
     "CpLevel",

@@ -10,6 +10,7 @@ notifications (``StateChanged``, ``FaultRaised``, ``FaultCleared``, ``OfferChang
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntFlag
 from typing import Literal
 
 from agent.faults import FaultCode
@@ -18,6 +19,7 @@ from agent.pilot.table import PilotState
 __all__ = [
     "Action",
     "Authorize",
+    "BoardStatus",
     "Event",
     "FaultCleared",
     "FaultRaised",
@@ -44,6 +46,17 @@ __all__ = [
 # --- events (inputs) ------------------------------------------------------------------------
 
 
+class BoardStatus(IntFlag):
+    """The pilot board's latched status flags (hardware.md ``status`` register)."""
+
+    RCD_TRIP = 1 << 0
+    PE_LOSS = 1 << 1
+    OVERTEMP = 1 << 2
+    ESTOP = 1 << 3
+    FAILSAFE = 1 << 4  # its own watchdog holds +12 V: we stopped talking to it
+    SELFTEST_FAIL = 1 << 5
+
+
 @dataclass(frozen=True, slots=True)
 class PilotSampled:
     """One read of the pilot board's input block (hardware.md), in engineering units."""
@@ -52,7 +65,7 @@ class PilotSampled:
     cp_low_mv: int
     duty_actual: int
     cc_ohm: int
-    status: int
+    status: BoardStatus | int  # the shell passes BoardStatus; tests may pass the raw bits
     sample_seq: int
     temperature_c: float
 

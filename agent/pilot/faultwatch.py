@@ -26,20 +26,21 @@ from agent.faults import FAULTS, ClearPolicy, FaultCode
 from agent.pilot.classifier import CONNECTED_LEVELS, CcState, CpLevel
 from agent.pilot.events import Action, FaultCleared, FaultRaised, RelaySampled
 from agent.pilot.settings import PilotSettings
+from drivers.pilot_status import PilotStatus
 
 if TYPE_CHECKING:
     from agent.pilot.facts import PilotFacts
 
 __all__ = ["STATUS_FAULTS", "FaultWatch"]
 
-# Pilot board status bits (hardware.md; copy of drivers/board_maps.PilotStatus).
-STATUS_FAULTS: tuple[tuple[int, FaultCode], ...] = (
-    (1 << 0, FaultCode.RCD_TRIP),
-    (1 << 1, FaultCode.PE_LOSS),
-    (1 << 2, FaultCode.OVERTEMP),
-    (1 << 3, FaultCode.ESTOP),
-    (1 << 4, FaultCode.PILOT_BOARD_FAILSAFE),
-    (1 << 5, FaultCode.PILOT_SELFTEST_FAIL),
+# The fault each of the pilot board's status flags raises (every flag has one).
+STATUS_FAULTS: tuple[tuple[PilotStatus, FaultCode], ...] = (
+    (PilotStatus.RCD_TRIP, FaultCode.RCD_TRIP),
+    (PilotStatus.PE_LOSS, FaultCode.PE_LOSS),
+    (PilotStatus.OVERTEMP, FaultCode.OVERTEMP),
+    (PilotStatus.ESTOP, FaultCode.ESTOP),
+    (PilotStatus.FAILSAFE, FaultCode.PILOT_BOARD_FAILSAFE),
+    (PilotStatus.SELFTEST_FAIL, FaultCode.PILOT_SELFTEST_FAIL),
 )
 _BAD_CC = frozenset({CcState.OPEN, CcState.SHORT, CcState.OUT_OF_RANGE})
 _EVENT_ONLY = frozenset({FaultCode.CONTACTOR_NO_CLOSE, FaultCode.LOCK_FAILED})

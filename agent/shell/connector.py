@@ -1,15 +1,17 @@
-"""One control task per connector: feeds the pure pilot machine and applies its actions.
+"""One control task per connector: an I/O pump between the boards and the pure core.
 
 The loop is deliberately simple, because its timing is what ``check-config`` promises:
 
     every pilot poll period:  read the pilot board (PILOT_POLL priority) -> step(PilotSampled)
-                              apply the actions in order (contactor open first, SAFETY_WRITE)
     every relay poll period:  read the mirror contacts -> step(RelaySampled)
     whenever a deadline falls due: step(Tick)
 
-Meter reads and heartbeats run as separate tasks on their own periods, so a slow meter on its own
-bus never delays the safety poll; on a shared bus the scheduler's priorities keep it behind.
-Nothing here decides anything about charging: that is the machine's job.
+and every step's writes are applied in the order the core gives them (contactor open first,
+SAFETY_WRITE); a write that fails goes back in as ``ActionFailed``. Meter reads and heartbeats
+run as separate tasks on their own periods, so a slow meter on its own bus never delays the
+safety poll; on a shared bus the scheduler's priorities keep it behind. Nothing here decides
+anything: the session machine decides about charging, ``agent.pilot.delivery`` about re-sends,
+retries, a duty the board did not take and a frozen meter.
 """
 
 from __future__ import annotations
@@ -18,18 +20,15 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
 from agent.errors import DriverError
 from agent.pilot import (
-    Action,
-    CpLevel,
+    BoardStatus,
     FaultCleared,
     FaultRaised,
     MeterReadFailed,
-    MeterSampled,
     OfferChanged,
     PilotMachine,
     PilotReadFailed,
@@ -42,34 +41,41 @@ from agent.pilot import (
     SetDuty,
     SetLock,
     StateChanged,
-    Step,
     Tick,
 )
+from agent.pilot.delivery import (
+    METER_FROZEN_READS,
+    ActionFailed,
+    Delivered,
+    Delivery,
+    DutyMismatch,
+    EvLevelChanged,
+    FeedbackChanged,
+    Heartbeat,
+    HeartbeatDue,
+    Input,
+    MeterFrozen,
+    MeterRead,
+    Output,
+    Resend,
+    Write,
+)
 from agent.shell.handle import ConnectorStats, EventSink, HardwareInfo
-from drivers.board_maps import PilotStatus
 from drivers.interfaces import Contactor, Meter, PilotBoard
+
+__all__ = [
+    "METER_FROZEN_READS",
+    "ConnectorController",
+    "ConnectorTiming",
+    "EvLevelChanged",
+    "FeedbackChanged",
+]
 
 log = structlog.get_logger("agent.connector")
 
-DUTY_MISMATCH_POLLS = 20  # ~200 ms of a board outputting another duty than commanded
-METER_FROZEN_READS = 10  # identical readings in a row while current flows: a frozen meter
-FROZEN_MIN_CURRENT_A = 1.0
 LOOP_LAG_WARN_S = 0.020  # a poll woken this late means something blocked the event loop
-
-@dataclass(frozen=True, slots=True)
-class EvLevelChanged:
-    """The debounced EV level (CP state) changed; reported upstream as pilotStateChanged."""
-
-    old: CpLevel | None
-    new: CpLevel | None
-    cp_mv: int
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackChanged:
-    """The contactor's mirror contact changed (None: relay board unreadable)."""
-
-    closed: bool | None
+_WRITES = (SetContactor, SetDuty, SetLock, ResetBoardFaults, Heartbeat, Resend)
+_QUIET = (SetDuty, SetLock, ResetBoardFaults, Heartbeat, Resend, MeterFrozen, DutyMismatch)
 
 
 @dataclass
@@ -83,7 +89,7 @@ class ConnectorTiming:
 
 
 class ConnectorController:
-    """Runs one connector: the machine, its three drivers, and the loop between them."""
+    """Runs one connector: the core, its three drivers, and the loop between them."""
 
     def __init__(
         self,
@@ -98,6 +104,7 @@ class ConnectorController:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = connector_id
+        self.core = Delivery(machine)
         self.machine = machine
         self.pilot = pilot
         self.relay = relay
@@ -106,17 +113,11 @@ class ConnectorController:
         self.stats = ConnectorStats()
         self.hardware = HardwareInfo()
         self.on_event = on_event
-        self._ev_level: CpLevel | None = None
         self._clock = clock
         self._deadline: float | None = None
         self._relay_due = 0.0
-        self._lock = asyncio.Lock()  # one step + its actions at a time
-        # Safe-state writes that did not reach a board (port gone, board silent): re-sent as
-        # soon as the board answers again, because the machine commands each change only once.
-        self._open_pending = False
-        self._duty_pending = False
-        self._duty_mismatch = 0
-        self._feedback_hold_until = 0.0
+        self._lock = asyncio.Lock()  # one step + its writes at a time
+        self._first: list[Input] = []  # fed before the first poll (see ``feed_first``)
 
     # --- start-up and shut-down ------------------------------------------------------------
 
@@ -129,7 +130,7 @@ class ConnectorController:
         first: DriverError | None = None
         for action in self.machine.safe_state_actions():
             try:
-                await self._apply_one(action)
+                await self._write(action)  # type: ignore[arg-type]
             except DriverError as exc:
                 log.error("safe_state_write_failed", connector=self.id, action=repr(action),
                           error=str(exc))
@@ -144,13 +145,25 @@ class ConnectorController:
 
     # --- inputs from outside the loop (local API, MQTT) ------------------------------------
 
-    async def feed(self, event: Any) -> Step:
-        """Step the machine with an external event (limit, authorise, stop, reset)."""
+    def feed_first(self, event: Input) -> None:
+        """Queue an input for the start of ``run``, before the first poll (e.g. a limit of 0
+        until the orderly composite is known): it goes through the core like any other."""
+        self._first.append(event)
+
+    async def feed(self, event: Input) -> Delivered:
+        """Step the core with an external event (limit, authorise, stop, reset)."""
+        await self._feed_queued()  # a feed that comes before run() must not overtake them
         return await self._step(event)
+
+    async def _feed_queued(self) -> None:
+        first, self._first = self._first, []
+        for event in first:
+            await self._step(event)
 
     # --- the loops -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        await self._feed_queued()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._control_loop(), name=f"c{self.id}-control")
             tg.create_task(self._meter_loop(), name=f"c{self.id}-meter")
@@ -197,20 +210,10 @@ class ConnectorController:
             await self._step(PilotReadFailed())
             return
         self.stats.last_cp_mv = s.cp_high_mv
-        self._check_duty(s.duty_actual, s.status)
-        if self._duty_pending:
-            await self._reassert_duty()
-        await self._step(
-            PilotSampled(
-                cp_high_mv=s.cp_high_mv,
-                cp_low_mv=s.cp_low_mv,
-                duty_actual=s.duty_actual,
-                cc_ohm=s.cc_ohm,
-                status=s.status,
-                sample_seq=s.sample_seq,
-                temperature_c=s.temperature_c,
-            )
-        )
+        await self._step(PilotSampled(
+            cp_high_mv=s.cp_high_mv, cp_low_mv=s.cp_low_mv, duty_actual=s.duty_actual,
+            cc_ohm=s.cc_ohm, status=BoardStatus(s.status), sample_seq=s.sample_seq,
+            temperature_c=s.temperature_c))
 
     async def _poll_relay(self) -> None:
         try:
@@ -220,174 +223,115 @@ class ConnectorController:
             log.debug("relay_read_failed", connector=self.id, error=str(exc))
             await self._step(RelayReadFailed())
             return
-        if self._open_pending:
-            await self._reassert_open()
-        if self._clock() < self._feedback_hold_until:
-            return  # the open only just reached the board: its contacts are still moving
-        if inputs.contactor_closed != self.stats.last_contactor_feedback:
-            self.stats.last_contactor_feedback = inputs.contactor_closed
-            self._notify(FeedbackChanged(inputs.contactor_closed), self._clock())
         await self._step(RelaySampled(inputs.contactor_closed, inputs.lock_engaged))
 
     async def _meter_loop(self) -> None:
-        frozen = 0
         while True:
             try:
-                reading = await self.meter.read()
+                r = await self.meter.read()
             except DriverError as exc:
                 self.stats.meter_errors += 1
                 log.debug("meter_read_failed", connector=self.id, error=str(exc))
                 await self._step(MeterReadFailed())
             else:
-                # A meter that answers with the very same values while current flows has
-                # frozen (real readings jitter): it counts as lost, or it would blind the
-                # overcurrent check and the energy record.
-                drawing = max(reading.current_a, default=0.0) > FROZEN_MIN_CURRENT_A
-                frozen = frozen + 1 if drawing and reading == self.stats.last_meter else 0
-                self.stats.last_meter = reading
-                if frozen >= METER_FROZEN_READS:
-                    if frozen == METER_FROZEN_READS:
-                        log.error("meter_frozen", connector=self.id, reads=frozen)
-                    await self._step(MeterReadFailed())
-                else:
-                    await self._step(MeterSampled(reading.current_a))
+                self.stats.last_meter = r
+                await self._step(MeterRead(r.current_a, (
+                    r.voltage_v, r.power_w, r.energy_import_wh, r.frequency_hz, r.pf,
+                    r.energy_export_wh)))
             await asyncio.sleep(self.timing.meter_poll_s)
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            if self._duty_pending:
-                await self._reassert_duty()
-            try:
-                if not self._duty_pending:  # a stale PWM duty is on the board: let its
-                    await self.pilot.heartbeat()  # watchdog keep the line at +12 V
-            except DriverError as exc:
-                log.warning("heartbeat_failed", connector=self.id, error=str(exc))
+            async with self._lock:
+                now = self._clock()
+                out = self.core.step(HeartbeatDue(), now)
+                if out.actions != (Heartbeat(),):  # a duty re-send: under the lock like any
+                    await self._apply(out.actions, now)
+            if out.actions == (Heartbeat(),):  # changes nothing the core decides: no need to
+                await self._apply(out.actions, now)  # hold a control step for its transaction
             await asyncio.sleep(self.timing.heartbeat_s)
-
-    # --- safe-state writes that failed ------------------------------------------------------
-
-    async def _reassert_open(self) -> None:
-        """The relay board answers again: send the open it missed (only ever an open)."""
-        async with self._lock:
-            if not self._open_pending or self.machine.contactor_commanded:
-                self._open_pending = False
-                return
-            try:
-                await self.relay.set_contactor(False)
-            except DriverError as exc:
-                log.error("contactor_open_resend_failed", connector=self.id, error=str(exc))
-                return
-            self._open_pending = False
-            # the machine times its welded check from its own (undelivered) open: give the
-            # contacts the feedback timeout from the open that did arrive before judging them
-            self._feedback_hold_until = self._clock() + self.timing.contactor_feedback_timeout_s
-            self._relay_due = 0.0
-            log.warning("contactor_open_resent", connector=self.id)
-
-    def _check_duty(self, duty_actual: int, status: int) -> None:
-        """The board outputs another duty than commanded for a while (a write it applied late,
-        a reset): write it again. Not while its watchdog holds +12 V (FAILSAFE): the heartbeat
-        is what clears that."""
-        if duty_actual == self.machine.duty_commanded or status & PilotStatus.FAILSAFE:
-            self._duty_mismatch = 0
-            return
-        self._duty_mismatch += 1
-        if self._duty_mismatch >= DUTY_MISMATCH_POLLS:
-            self._duty_mismatch = 0
-            self._duty_pending = True
-            log.warning("duty_mismatch", connector=self.id, actual=duty_actual,
-                        commanded=self.machine.duty_commanded)
-
-    async def _reassert_duty(self) -> None:
-        """The pilot board answers again: write the duty the machine commands now."""
-        async with self._lock:
-            duty = self.machine.duty_commanded
-            try:
-                await self.pilot.set_duty(duty)
-            except DriverError as exc:
-                log.error("duty_resend_failed", connector=self.id, error=str(exc))
-                return
-            self._duty_pending = False
-            log.warning("duty_resent", connector=self.id, duty_permille=duty)
 
     # --- stepping and applying -------------------------------------------------------------
 
-    async def _step(self, event: Any) -> Step:
+    async def _step(self, event: Input) -> Delivered:
         async with self._lock:
             now = self._clock()
-            step = self.machine.step(event, now)
-            self._deadline = step.next_deadline
-            for action in step.actions:
-                await self._apply(action, now)
-            level = self.machine.ev_level  # None while the debouncer restarts after a gap
-            if level is not None and level != self._ev_level:
-                old, self._ev_level = self._ev_level, level
-                self._notify(EvLevelChanged(old, level, self.stats.last_cp_mv or 0), now)
-            return step
+            out = self.core.step(event, now)
+            self._deadline = out.next_deadline
+            await self._apply(out.actions, now)
+            return out
 
-    def _notify(self, note: Any, now: float) -> None:
+    async def _apply(self, actions: tuple[Output, ...], now: float) -> None:
+        """Apply in order; a failed write goes back to the core, whose answer (a retry, or
+        nothing) is applied at once, before the rest (it is bounded by the core's rules)."""
+        for action in actions:
+            failed: Write | None = None
+            if isinstance(action, _WRITES):
+                try:
+                    await self._write(action)
+                except DriverError as exc:
+                    failed = action
+                    log.error("heartbeat_failed" if isinstance(action, Heartbeat)
+                              else "action_failed", connector=self.id, action=repr(action),
+                              error=str(exc))
+            if not isinstance(action, _QUIET):
+                if isinstance(action, FeedbackChanged):
+                    self.stats.last_contactor_feedback = action.closed
+                self._notify(action, now)
+            self._log(action)
+            if failed is not None:
+                await self._apply(self.core.step(ActionFailed(failed), now).actions, now)
+
+    async def _write(self, action: Write) -> None:
+        if isinstance(action, Resend):
+            action = action.action
+        if isinstance(action, SetContactor):
+            await self.relay.set_contactor(action.closed)
+            self.stats.contactor_closes += action.closed
+            self._relay_due = 0.0  # read the mirror contact on the next cycle
+        elif isinstance(action, SetDuty):
+            await self.pilot.set_duty(action.duty)
+        elif isinstance(action, SetLock):
+            await self.relay.set_lock(action.locked)
+            self._relay_due = 0.0
+        elif isinstance(action, ResetBoardFaults):
+            await self.pilot.fault_reset()
+        elif isinstance(action, Heartbeat):
+            await self.pilot.heartbeat()
+
+    def _notify(self, note: Output, now: float) -> None:
         if self.on_event is not None:
             try:
                 self.on_event(self.id, note, now)
             except Exception:  # reporting must never break the control loop
                 log.exception("event_sink_failed", connector=self.id, note=repr(note))
 
-    async def _apply(self, action: Action, now: float) -> None:
-        try:
-            await self._apply_one(action)
-        except DriverError as exc:
-            # The machine learns of a dead board from the next failed poll. It commands each
-            # change once, so a failed open is retried here and re-sent when the relay board
-            # answers again; a failed duty is re-sent when the pilot board answers again.
-            log.error("action_failed", connector=self.id, action=repr(action), error=str(exc))
-            if isinstance(action, SetContactor) and not action.closed:
-                await self._retry_open()
-            elif isinstance(action, SetDuty):
-                self._duty_pending = True
-        if not isinstance(action, SetDuty | SetLock | ResetBoardFaults):
-            self._notify(action, now)
-        self._log_action(action)
-
-    async def _retry_open(self) -> None:
-        for _ in range(3):
-            try:
-                await self.relay.set_contactor(False)
-                return
-            except DriverError as exc:
-                log.error("contactor_open_retry_failed", connector=self.id, error=str(exc))
-        self._open_pending = True
-
-    async def _apply_one(self, action: Action) -> None:
-        if isinstance(action, SetContactor):
-            await self.relay.set_contactor(action.closed)
-            self._open_pending = False
-            self.stats.contactor_closes += action.closed
-            self._relay_due = 0.0  # read the mirror contact on the next cycle
-        elif isinstance(action, SetDuty):
-            await self.pilot.set_duty(action.duty)
-            self._duty_pending = False
-        elif isinstance(action, SetLock):
-            await self.relay.set_lock(action.locked)
-            self._relay_due = 0.0
-        elif isinstance(action, ResetBoardFaults):
-            await self.pilot.fault_reset()
-
-    def _log_action(self, action: Action) -> None:
-        if isinstance(action, SetContactor):
-            log.info("contactor_commanded", connector=self.id, closed=action.closed)
-        elif isinstance(action, SetDuty):
-            log.info("pilot_duty_commanded", connector=self.id, duty_permille=action.duty)
-        elif isinstance(action, SetLock):
-            log.info("lock_commanded", connector=self.id, locked=action.locked)
-        elif isinstance(action, StateChanged):
-            log.info("pilot_state_changed", connector=self.id, old=action.old.name,
-                     new=action.new.name, cp_mv=action.cp_mv)
-        elif isinstance(action, FaultRaised):
-            log.error("fault_raised", connector=self.id, code=str(action.code),
-                      detail=action.detail)
-        elif isinstance(action, FaultCleared):
-            log.info("fault_cleared", connector=self.id, code=str(action.code))
-        elif isinstance(action, OfferChanged):
-            log.info("offer_changed", connector=self.id, offered_a=action.offered_a)
-        elif isinstance(action, SessionEvent):
-            log.info("session_event", connector=self.id, kind=action.kind, reason=action.reason)
+    def _log(self, action: Output) -> None:
+        cid = self.id
+        match action:
+            case SetContactor():
+                log.info("contactor_commanded", connector=cid, closed=action.closed)
+            case SetDuty():
+                log.info("pilot_duty_commanded", connector=cid, duty_permille=action.duty)
+            case SetLock():
+                log.info("lock_commanded", connector=cid, locked=action.locked)
+            case Resend():
+                log.warning("write_resent", connector=cid, action=repr(action.action),
+                            reason=action.reason, attempt=action.attempt)
+            case StateChanged():
+                log.info("pilot_state_changed", connector=cid, old=action.old.name,
+                         new=action.new.name, cp_mv=action.cp_mv)
+            case FaultRaised():
+                log.error("fault_raised", connector=cid, code=str(action.code),
+                          detail=action.detail)
+            case FaultCleared():
+                log.info("fault_cleared", connector=cid, code=str(action.code))
+            case OfferChanged():
+                log.info("offer_changed", connector=cid, offered_a=action.offered_a)
+            case SessionEvent():
+                log.info("session_event", connector=cid, kind=action.kind, reason=action.reason)
+            case MeterFrozen():
+                log.error("meter_frozen", connector=cid, reads=action.reads)
+            case DutyMismatch():
+                log.warning("duty_mismatch", connector=cid, actual=action.actual,
+                            commanded=action.commanded)

@@ -33,7 +33,7 @@ from agent.pilot import (
     SetContactor,
     StateChanged,
 )
-from agent.shell.connector import EvLevelChanged
+from agent.pilot.delivery import EvLevelChanged
 from agent.shell.handle import ConnectorStats, EventSink, HardwareInfo
 from agent.wallbox.machine import (
     WallboxAction,
@@ -92,6 +92,7 @@ class WallboxConnector:
         self._deadline: float | None = None
         self._write_pending = False
         self._reprogram_pending = False
+        self._first: list[Any] = []  # fed before the first poll (see ``feed_first``)
 
     # --- start-up and shut-down ------------------------------------------------------------
 
@@ -107,12 +108,23 @@ class WallboxConnector:
                  watchdog_s=self.driver.watchdog_s, failsafe_a=self.driver.failsafe_a,
                  programmed=dict(self.driver.programmed))
 
+    def feed_first(self, event: Any) -> None:
+        """Queue an input for the start of ``run``, before the first poll."""
+        self._first.append(event)
+
     async def feed(self, event: Any) -> WallboxStep:
+        await self._feed_queued()  # a feed that comes before run() must not overtake them
         return await self._step(event)
+
+    async def _feed_queued(self) -> None:
+        first, self._first = self._first, []
+        for event in first:
+            await self._step(event)
 
     # --- the loops -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        await self._feed_queued()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._control_loop(), name=f"c{self.id}-wallbox")
             tg.create_task(self._energy_loop(), name=f"c{self.id}-energy")

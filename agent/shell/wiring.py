@@ -1,8 +1,9 @@
 """Build buses, drivers, pilot machines and controllers from a validated config.
 
-The only place where config keys meet constructors. A driver name in the config maps to a class
-through the registries (``drivers.meters.METER_MODELS``); nothing here knows whether a port is a
-real RS-485 adapter or a HIL pty.
+The only place where config keys meet constructors. The drivers run the transactions
+``agent.driver_wires`` declares for the config (the list check-config times); each bus is told
+what its drivers declared, and the poll loops take their periods from the same declarations.
+Nothing here knows whether a port is a real RS-485 adapter or a HIL pty.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from agent.busplan_wallbox import ENERGY_PERIOD_S, failsafe_a
+from agent.busplan_wallbox import failsafe_a
 from agent.config import (
     AgentConfig,
     Bus,
@@ -20,7 +21,7 @@ from agent.config import (
     SerialBus,
     WallboxConnectorConfig,
 )
-from agent.errors import driver_config_as_config_error
+from agent.driver_wires import board_wires, wallbox_wires
 from agent.pilot import PROFILES, CpLevel, PilotMachine, PilotSettings
 from agent.shell.connector import ConnectorController, ConnectorTiming
 from agent.shell.handle import ConnectorHandle, HardwareInfo
@@ -28,7 +29,7 @@ from agent.shell.wallbox_connector import WallboxConnector, WallboxTiming
 from agent.wallbox.machine import WallboxMachine, WallboxSettings
 from agent.wallbox.mapping import max_current_a
 from drivers.bus import BusScheduler
-from drivers.meters import meter_from_config
+from drivers.meters import MapMeter
 from drivers.pilot_board import PilotBoardDriver
 from drivers.relay_board import RelayBoardDriver
 from drivers.wallbox.driver import WallboxDriver
@@ -90,30 +91,19 @@ def make_controller(
     config: AgentConfig, conn: ConnectorConfig, buses: dict[str, BusScheduler]
 ) -> ConnectorController:
     machine = PilotMachine(pilot_settings(config.profile, conn, config.safety))
-    pilot = PilotBoardDriver(buses[conn.pilot_board.bus], conn.pilot_board.unit)
-    relay_cfg = conn.relay_board
-    relay = RelayBoardDriver(
-        buses[relay_cfg.bus],
-        relay_cfg.unit,
-        contactor_coil=relay_cfg.contactor_coil,
-        lock_coil=relay_cfg.lock_coil,
-        contactor_feedback_input=relay_cfg.contactor_feedback_input,
-        lock_feedback_input=relay_cfg.lock_feedback_input,
-    )
-    meter_bus = config.buses[conn.meter.bus]
-    with driver_config_as_config_error():
-        meter = meter_from_config(
-            conn.meter.model,
-            [r.model_dump() for r in conn.meter.registers] if conn.meter.registers else None,
-            bus=buses[conn.meter.bus],
-            unit=conn.meter.unit,
-            max_words_per_read=meter_bus.max_words_per_read,
-        )
+    wires = board_wires(config, conn)
+    pilot = PilotBoardDriver(buses[conn.pilot_board.bus], wire=wires.pilot)
+    relay = RelayBoardDriver(buses[conn.relay_board.bus], wire=wires.relay)
+    meter = MapMeter.from_plan(buses[conn.meter.bus], wires.meter)
+    for bus, txns in ((conn.pilot_board.bus, wires.pilot.all()),
+                      (conn.relay_board.bus, wires.relay.all()),
+                      (conn.meter.bus, wires.meter.transactions())):
+        buses[bus].declare(txns)
     timing = ConnectorTiming(
-        pilot_poll_s=conn.pilot_board.poll_ms / 1000,
-        relay_poll_s=relay_cfg.poll_ms / 1000,
-        meter_poll_s=conn.meter.poll_ms / 1000,
-        heartbeat_s=conn.pilot_board.heartbeat_ms / 1000,
+        pilot_poll_s=wires.pilot.sample.period(),
+        relay_poll_s=wires.relay.feedback.period(),
+        meter_poll_s=wires.meter.poll_s,
+        heartbeat_s=wires.pilot.heartbeat.period(),
         watchdog_ms=conn.pilot_board.watchdog_ms,
         contactor_feedback_timeout_s=config.safety.contactor_feedback_timeout_ms / 1000,
     )
@@ -127,21 +117,19 @@ def make_wallbox(
     profile = wb.resolve()
     machine = WallboxMachine(WallboxSettings(profile, conn.rated_current_a, conn.authorisation,
                                              lost_s=wb.lost_ms / 1000))
+    wires = wallbox_wires(config, conn)
     driver = WallboxDriver(buses[wb.bus], wb.unit, profile, phases=conn.phases,
-                           watchdog_s=wb.watchdog_s, failsafe_a=failsafe_a(config, conn))
+                           watchdog_s=wb.watchdog_s, failsafe_a=failsafe_a(config, conn),
+                           wire=wires.wallbox)
+    buses[wb.bus].declare(wires.wallbox.all())
     meter = None
-    energy_s = ENERGY_PERIOD_S
-    if conn.meter is not None:
-        with driver_config_as_config_error():
-            meter = meter_from_config(
-                conn.meter.model,
-                [r.model_dump() for r in conn.meter.registers] if conn.meter.registers else None,
-                bus=buses[conn.meter.bus], unit=conn.meter.unit,
-                max_words_per_read=config.buses[conn.meter.bus].max_words_per_read)
-        energy_s = conn.meter.poll_ms / 1000
+    if conn.meter is not None and wires.meter is not None:
+        meter = MapMeter.from_plan(buses[conn.meter.bus], wires.meter)
+        buses[conn.meter.bus].declare(wires.meter.transactions())
     hardware = HardwareInfo("wallbox", "wallbox", profile.name,
                             max_current_a(profile, conn.rated_current_a))
-    timing = WallboxTiming(poll_s=wb.poll_ms / 1000, verify_s=wb.verify_s, energy_s=energy_s)
+    timing = WallboxTiming(poll_s=wires.wallbox.state.period(), verify_s=wires.wallbox.verify_s,
+                           energy_s=wires.energy_s)
     return WallboxConnector(conn.id, machine, driver, meter, timing, hardware)
 
 

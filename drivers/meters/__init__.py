@@ -25,7 +25,7 @@ from drivers.meters.maps import (
     SerialDefaults,
     model_from_config,
 )
-from drivers.meters.meter import DEFAULT_MAX_WORDS, MapMeter
+from drivers.meters.meter import DEFAULT_MAX_WORDS, DEFAULT_POLL_S, MapMeter, MeterPlan
 
 METER_MODELS: dict[str, MeterModel] = dict(MODELS)
 DEFAULT_MODEL = "ddsu666"
@@ -39,8 +39,10 @@ __all__ = [
     "SDM630",
     "MapMeter",
     "MeterModel",
+    "MeterPlan",
     "SerialDefaults",
     "meter_from_config",
+    "meter_plan",
     "resolve_model",
 ]
 
@@ -60,6 +62,18 @@ def resolve_model(
         ) from None
 
 
+def meter_plan(
+    model: str,
+    registers: Sequence[Mapping[str, Any]] | None,
+    *,
+    unit: int = 1,
+    max_words_per_read: int = DEFAULT_MAX_WORDS,
+    poll_s: float = DEFAULT_POLL_S,
+) -> MeterPlan:
+    """What a meter from the config's ``model`` (and ``registers``) will read: no bus needed."""
+    return MeterPlan(resolve_model(model, registers), unit, max_words_per_read, poll_s)
+
+
 def meter_from_config(
     model: str,
     registers: Sequence[Mapping[str, Any]] | None,
@@ -67,7 +81,8 @@ def meter_from_config(
     bus: BusScheduler,
     unit: int = 1,
     max_words_per_read: int = DEFAULT_MAX_WORDS,
+    poll_s: float = DEFAULT_POLL_S,
 ) -> MapMeter:
     """A ready meter driver from the config's ``model`` (and ``registers`` if described)."""
     return MapMeter(bus, unit, resolve_model(model, registers),
-                    max_words_per_read=max_words_per_read)
+                    max_words_per_read=max_words_per_read, poll_s=poll_s)

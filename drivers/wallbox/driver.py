@@ -5,7 +5,8 @@ between its own transactions (EVSE-WB-DIN: 200 ms), writes the current with the 
 function code, pauses through the profile's disable path (never an illegal current), and
 remembers every value it programmed so ``verify`` can tell when the wallbox has reset and come
 back with its defaults. Pausing is the wallbox's equivalent of opening the contactor: it goes
-out at ``SAFETY_WRITE`` priority, ahead of anything queued on the bus.
+out at ``SAFETY_WRITE`` priority, ahead of anything queued on the bus. It runs only the
+transactions ``drivers.wallbox.wire`` declares for it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from drivers.bus import BusScheduler, Priority
+from drivers.bus import BusScheduler
 from drivers.interfaces import MeterReading
-from drivers.registers import Block, Function, Register, RegisterMap, decode_block
+from drivers.registers import Register, decode_block
 from drivers.wallbox.profiles import WallboxCommand, WallboxProfile
-
-VERIFY_MAX_GAP = 0  # contiguous runs only: a gap register may not exist on the real unit
+from drivers.wallbox.wire import WallboxWire, wallbox_wire, write_function
+from drivers.wire import Priority, Transaction
 
 
 class WallboxDriver:
@@ -35,6 +36,7 @@ class WallboxDriver:
         watchdog_s: float | None = None,
         failsafe_a: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wire: WallboxWire | None = None,
     ) -> None:
         self.bus = bus
         self.unit = unit
@@ -46,8 +48,10 @@ class WallboxDriver:
         self._lock = asyncio.Lock()
         self._last_done = -1e9
         self.programmed: dict[str, int] = {}  # register name -> raw value we wrote
-        self._registers: dict[str, Register] = {r.name: r for r in profile.registers()}
         self.command: WallboxCommand | None = None
+        self.wire = wire or wallbox_wire(profile, unit, watchdog=self.watchdog_s is not None,
+                                         failsafe=self.failsafe_a is not None,
+                                         energy_s=1.0 if profile.energy is not None else None)
 
     # --- start-up and re-programming ---------------------------------------------------------
 
@@ -93,7 +97,7 @@ class WallboxDriver:
                 not old.enabled and dis.kind == "zero_current"):
             lower = old is not None and old.enabled and command.raw < old.raw
             await self._write_current(command.raw, Priority.SAFETY_WRITE if lower
-                                      else Priority.CONTROL_WRITE)
+                                      else Priority.CONTROL)
         if dis.kind != "zero_current" and dis.register is not None and (
                 old is None or not old.enabled):
             await self._write(dis.register, dis.on_value if dis.kind == "register" else 1)
@@ -106,21 +110,18 @@ class WallboxDriver:
 
     async def read_state(self) -> int:
         """The vehicle state as the profile's table keys it (Phoenix: the ASCII code)."""
-        reg = self.profile.state
-        raw = await self._read(reg.function, reg.address, 1, Priority.PILOT_POLL)
+        raw = await self._read(self.wire.state)
         return self.profile.decode_state(raw[0])
 
     async def read_meter(self) -> MeterReading | None:
         """Currents, voltages, power and energy from the wallbox's own registers, if it has
         an energy register (otherwise a meter on the bus provides them)."""
         p = self.profile
-        if p.energy is None:
+        if p.energy is None or not self.wire.energy:
             return None
         values: dict[str, float] = {}
-        for block in p.meter_blocks():
-            raw = await self._read(block.function, block.address, block.count,
-                                   Priority.METER_READ)
-            values.update(decode_block(block, raw))
+        for block, txn in self.wire.energy:
+            values.update(decode_block(block, await self._read(txn)))
         phases = range(1, self.phases + 1)
         return MeterReading(
             voltage_v=tuple(values.get(f"voltage_l{i}", 0.0) for i in phases),
@@ -131,12 +132,13 @@ class WallboxDriver:
 
     async def verify(self) -> list[str]:
         """Names of programmed registers that no longer hold what we wrote (a reset)."""
-        regs = [self._registers[n] for n in self.programmed if n in self._registers]
         changed: list[str] = []
-        for block in _blocks(regs):
-            raw = await self._read(block.function, block.address, block.count,
-                                   Priority.CONTROL_WRITE)
-            for reg in block.registers:
+        for block, txn in self.wire.verify:
+            mine = [reg for reg in block.registers if reg.name in self.programmed]
+            if not mine:
+                continue
+            raw = await self._read(txn)
+            for reg in mine:
                 now = int(raw[reg.address - block.address])
                 if now != self.programmed[reg.name]:
                     changed.append(reg.name)
@@ -144,29 +146,23 @@ class WallboxDriver:
 
     # --- transactions, with the profile's minimum gap ----------------------------------------
 
-    async def _read(self, function: Function, address: int, count: int,
-                    priority: Priority) -> list[int]:
+    async def _read(self, txn: Transaction) -> list[int]:
         async with self._lock:
             await self._gap()
             try:
-                return await self.bus.read(self.unit, int(function), address, count,
-                                           priority=priority)
+                return await self.bus.run(txn)
             finally:
                 self._last_done = self._clock()
 
     async def _write(self, reg: Register, raw: int,
-                     priority: Priority = Priority.CONTROL_WRITE) -> None:
+                     priority: Priority = Priority.CONTROL) -> None:
+        txn = self.wire.write_for(write_function(self.profile, reg), reg.address, priority)
+        if not 0 <= raw <= 0xFFFF:
+            raise ValueError(f"{reg.name}: {raw} out of 0..65535")
         async with self._lock:
             await self._gap()
             try:
-                if reg.function is Function.COIL:
-                    await self.bus.write_coil(self.unit, reg.address, bool(raw),
-                                              priority=priority)
-                elif self.profile.write_function == 6:
-                    await self.bus.write_register(self.unit, reg.address, raw, priority=priority)
-                else:
-                    await self.bus.write_registers(self.unit, reg.address, [raw],
-                                                   priority=priority)
+                await self.bus.run(txn, (int(bool(raw)) if txn.function == 5 else raw,))
                 self.programmed[reg.name] = int(raw)
             finally:
                 self._last_done = self._clock()
@@ -176,8 +172,3 @@ class WallboxDriver:
         if wait > 0:
             await asyncio.sleep(wait)
 
-
-def _blocks(regs: list[Register]) -> list[Block]:
-    if not regs:
-        return []
-    return RegisterMap("verify", tuple(regs)).blocks(max_words=16, max_gap=VERIFY_MAX_GAP)

@@ -173,9 +173,10 @@ def _ready_wall(agent: AgentProcess) -> float | None:
 
 @contextlib.asynccontextmanager
 async def station(config: AgentConfig, run_dir: Path, options: RigOptions | None = None,
-                  *, prepare: Any = None) -> AsyncIterator[Station]:
+                  *, prepare: Any = None, on_start: Any = None) -> AsyncIterator[Station]:
     """Rig started, agent started and READY; both stopped (agent by PID) on exit.
 
+    ``on_start(pid)`` runs right after the agent is spawned (P7 confines it there).
     ``ready_s`` is the agent's own ``agent_ready`` log time minus the wall time just before the
     process was spawned (both ``time.time()`` of this machine).
     """
@@ -188,6 +189,8 @@ async def station(config: AgentConfig, run_dir: Path, options: RigOptions | None
             prepare(rig)
         t_spawn = time.time()
         agent.start()
+        if on_start is not None and agent.pid is not None:
+            on_start(agent.pid)
         await agent.wait_ready()
         wall = _ready_wall(agent)
         yield Station(rig, agent, (wall - t_spawn) if wall is not None else float("nan"))

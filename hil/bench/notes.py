@@ -13,7 +13,7 @@ LIMITS: dict[str, list[str]] = {
         "brokers should too). (2) py-spy (--gil, 500 Hz, 20 s of P1): 31 % of the agent's CPU "
         "went to the session ledger's curtailment record (the whole record re-encoded on every "
         "limit change), run by the control task before it fed the new limit; the feed now runs "
-        "first (OrderlyControl.apply_now) and the bookkeeping after (p99 29.7 -> ~19 ms).",
+        "first (OrderlyControl.carry_out) and the bookkeeping after (p99 29.7 -> ~19 ms).",
         "What remains, by stage (temporary timestamps in the agent, 500 commands): receipt -> "
         "parsed 0.16 ms, -> envelope checked 0.26 ms, -> applied 1.8 ms (limits engine, "
         "commandSuperseded journal commit), applied -> duty frame written 0.17 ms when the "

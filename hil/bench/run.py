@@ -23,6 +23,7 @@ from hil.bench import (
     p4_drain,
     p5_meter,
     p6_fleet,
+    p7_starved,
     p8_session_record,
     w1_web,
 )
@@ -32,7 +33,7 @@ from hil.bench.report import render_markdown, to_json
 from hil.bench.stats import BenchResult
 from hil.runner import REPO_ROOT
 
-ALL = ("P1", "P1W", "P2", "P3", "P4", "P5", "P6", "W1", "P8")
+ALL = ("P1", "P1W", "P2", "P3", "P4", "P5", "P6", "W1", "P7", "P8")
 FULL: dict[str, dict[str, Any]] = {
     "P1": {"commands": 500, "hops": 500},
     "P1W": {"commands": 300, "hops": 300},
@@ -42,6 +43,7 @@ FULL: dict[str, dict[str, Any]] = {
     "P5": {"seconds": 20.0},
     "P6": {"agents": [20, 35, 50], "per_worker": 5, "rounds": 3, "poll_ms": 100.0},
     "W1": {"window_s": 60.0},
+    "P7": {"window_s": 600.0},
     "P8": {"changes": 10_000, "contrast_changes": 2_000},
 }
 QUICK: dict[str, dict[str, Any]] = {
@@ -53,17 +55,18 @@ QUICK: dict[str, dict[str, Any]] = {
     "P5": {"seconds": 5.0},
     "P6": {"agents": [3, 6], "per_worker": 3, "rounds": 2, "poll_ms": 100.0},
     "W1": {"window_s": 5.0},
+    "P7": {"window_s": 20.0, "quick": True, "refine": 0, "floor": 5.0},
     "P8": {"changes": 1_000, "contrast_changes": 400},
 }
 RUNNERS: dict[str, Callable[..., Awaitable[BenchResult]]] = {
     "P1": p1_latency.run, "P1W": p1_wallbox.run, "P2": p2_reaction.run, "P3": p3_footprint.run,
     "P4": p4_drain.run, "P5": p5_meter.run, "P6": p6_fleet.run, "W1": w1_web.run,
-    "P8": p8_session_record.run,
+    "P7": p7_starved.run, "P8": p8_session_record.run,
 }
 TITLES = {"P1": "setLimit latency", "P1W": "setLimit latency, retrofitted wallbox",
           "P2": "safety reaction", "P3": "footprint",
           "P4": "journal drain", "P5": "meter throughput", "P6": "fleet",
-          "W1": "status page", "P8": "session record per change"}
+          "W1": "status page", "P7": "starved CPU", "P8": "session record per change"}
 
 
 async def run_all(out_dir: Path, *, quick: bool, only: list[str]) -> list[BenchResult]:

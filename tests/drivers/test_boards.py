@@ -10,7 +10,7 @@ from drivers.board_maps import PILOT_BOARD_MAP, duty_cmd_is_valid
 from drivers.errors import ModbusExceptionError
 from drivers.interfaces import Contactor, PilotBoard, PilotBoardSample, RelayInputs
 from drivers.pilot_board import PilotBoardDriver
-from drivers.relay_board import RelayBoardDriver
+from drivers.relay_board import RelayBoardDriver, relay_board_wire
 from hil.modbus_server import SimulatedBus
 from tests.drivers.rigs import rig
 
@@ -127,8 +127,9 @@ async def test_relay_contactor_and_lock_follow_commands() -> None:
 
 async def test_relay_with_custom_wiring() -> None:
     async with rig([relay_device()], before_start=mirror_coils) as r:
-        relay = RelayBoardDriver(r.bus, RELAY, contactor_coil=3, lock_coil=5,
-                                 contactor_feedback_input=4, lock_feedback_input=2)
+        relay = RelayBoardDriver(r.bus, wire=relay_board_wire(
+            RELAY, contactor_coil=3, lock_coil=5, contactor_feedback_input=4,
+            lock_feedback_input=2))
         await r.sim.set_values(RELAY, 2, 4, [True])
         assert await relay.read_inputs() == RelayInputs(contactor_closed=True, lock_engaged=False)
         await relay.set_lock(True)

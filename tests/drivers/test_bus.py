@@ -59,8 +59,8 @@ async def test_safety_write_beats_pilot_poll_and_fifo_within_priority() -> None:
         await wait_until(lambda: len(r.sim.accesses) == 1)
         jobs = [
             r.bus.read(PILOT, 4, 0, 1, priority=Priority.PILOT_POLL),
-            r.bus.write_register(PILOT, 5, 1, priority=Priority.CONTROL_WRITE),
-            r.bus.write_register(PILOT, 6, 2, priority=Priority.CONTROL_WRITE),
+            r.bus.write_register(PILOT, 5, 1, priority=Priority.CONTROL),
+            r.bus.write_register(PILOT, 6, 2, priority=Priority.CONTROL),
             r.bus.write_coil(PILOT, 0, False, priority=Priority.SAFETY_WRITE),
         ]
         tasks: list[asyncio.Task[object]] = []

@@ -19,21 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from hil.ev import EvParams
+from hil.gbt34657 import ITEMS, SCENARIOS, back_to_back
 from hil.runner import run_scenario
-from hil.scenario import load_scenario, parse_scenario
-
-SCENARIOS = Path(__file__).resolve().parents[2] / "hil" / "scenarios"
-ITEMS = sorted(SCENARIOS.glob("gbt34657_*.yaml"))
-
-BETWEEN_ITEMS_S = 3.0
-# The rig's vehicle keeps what a plug_in set (item 2 ends with a vehicle without S2, item 12
-# with out-of-limit resistors); a lab starts each item with its own vehicle, so the first
-# plug-in of every item names the default one.
-VEHICLE = {key: getattr(EvParams(), key) for key in ("has_s2", "r2_ohm", "r3_ohm", "obc_max_a",
-                                                      "follow_delay_s")}
+from hil.scenario import load_scenario
 
 pytestmark = pytest.mark.hil
 
@@ -54,27 +43,9 @@ async def test_the_demo_session_against_the_agent(tmp_path: Path) -> None:
 
 
 async def test_the_twelve_items_back_to_back_on_one_agent(tmp_path: Path) -> None:
-    steps: list[object] = []
-    first_step: dict[int, str] = {}  # combined step index -> item
-    for path in ITEMS:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        assert not raw.get("config") and not raw.get("config_overrides") and not raw.get("rig")
-        if steps:
-            steps.append({"wait": BETWEEN_ITEMS_S})
-        first_step[len(steps) + 1] = path.stem
-        item_steps = list(raw["steps"])
-        at = next(i for i, step in enumerate(item_steps) if "plug_in" in step)
-        item_steps[at] = {**item_steps[at], "plug_in": {**VEHICLE, **item_steps[at]["plug_in"]}}
-        steps += item_steps
-    scenario = parse_scenario({"name": "gbt34657-back-to-back", "steps": steps})
-    result = await run_scenario(scenario, tmp_path / "back_to_back")
+    run = back_to_back()
+    result = await run_scenario(run.scenario, tmp_path / "back_to_back")
     assert result.error is None, result.error
-    failed, item = [], ""
-    for outcome in result.outcomes:
-        item = first_step.get(outcome.step.index, item)
-        if outcome.error:
-            failed.append(f"{item}: {outcome.step.describe()}: {outcome.error}")
-        failed += [f"{item}: {c.name}: measured {c.measured}, limit {c.limit} {c.detail}".strip()
-                   for c in outcome.checks if not c.passed]
-    assert len(first_step) == 12 and len(result.checks) >= 12 * 3
+    failed = run.failures(result)
+    assert len(run.first_step) == 12 and len(result.checks) >= 12 * 3
     assert not failed, "\n".join(failed) + f"\nagent log: {result.agent_log}"

@@ -246,7 +246,7 @@ def test_every_event_type_has_a_body_example() -> None:
 
 def _event_classes() -> list[type[BaseModel]]:
     return [c for c in vars(m).values()
-            if isinstance(c, type) and issubclass(c, m._Event) and c is not m._Event]
+            if isinstance(c, type) and issubclass(c, m.DeviceEvent) and c is not m.DeviceEvent]
 
 
 @pytest.mark.parametrize("kind", list(BODIES))

@@ -44,6 +44,9 @@ class StandInController:
     on_event: Any = None
     hardware: HardwareInfo = field(default_factory=HardwareInfo)
 
+    def feed_first(self, event: Any) -> None:  # no run(): stepped at once
+        self.machine.step(event, time.monotonic())
+
     async def feed(self, event: Any) -> Any:
         return self.machine.step(event, time.monotonic())
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from agent.api.models import CommandStartedBody
 from agent.limits import LimitsEngine
-from agent.orderly.control import commanded_limit
+from agent.orderly.refs import commanded_limit
 
 
 def _started(engine: LimitsEngine, command_id: str) -> dict[str, object]:

@@ -459,6 +459,9 @@ async def real_agent(tmp_path: Path) -> AsyncIterator[Any]:
             self.id, self.machine, self.stats, self.on_event = 1, machine, ConnectorStats(), None
             self.hardware = HardwareInfo()
 
+        def feed_first(self, event: Any) -> None:  # no run(): stepped at once
+            self.machine.step(event, time.monotonic())
+
         async def feed(self, event: Any) -> Any:
             return self.machine.step(event, time.monotonic())
 

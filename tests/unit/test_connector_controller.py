@@ -1,0 +1,203 @@
+"""ConnectorController, the real one, against in-memory boards (python-can's virtual bus idea).
+
+The boards implement the driver Protocols of ``drivers/interfaces.py`` the way the hardware
+behaves: the pilot board echoes the duty it applied and counts ``sample_seq``, the relay
+board's mirror contacts follow its coils, the meter returns readings. Faults are injected at
+the board (a write that fails, a duty taken but not applied, a frozen meter); what the
+controller does about them is decided by the core, and these tests check that the pump
+carries it out: the failed write goes back in, the answer goes out, contactor open first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from agent.faults import FaultCode
+from agent.pilot import LimitChanged, PilotMachine, PilotSettings, SetContactor
+from agent.pilot.delivery import OPEN_RETRIES, EvLevelChanged, FeedbackChanged
+from agent.shell.connector import ConnectorController, ConnectorTiming
+from drivers.errors import DriverIOError
+from drivers.interfaces import MeterReading, PilotBoardSample, RelayInputs
+
+CP_MV = {"1": 12000, "2": 9000, "3": 6000}
+
+
+@dataclass
+class Boards:
+    """Pilot board, relay board and meter of one connector, plus the vehicle on the cable."""
+
+    cp: str = "1"
+    duty: int = 1000
+    seq: int = 0
+    coil: bool = False
+    lock: bool = False
+    relay_fails: int = 0  # the next n relay writes fail
+    duty_ignored: bool = False  # the board acknowledges a duty write but keeps its duty
+    meter_frozen: bool = False
+    opens: int = 0  # set_contactor(False) attempts
+    duty_writes: list[int] = field(default_factory=list)
+    heartbeats: int = 0
+    _energy: float = 0.0
+    _reading: MeterReading | None = None
+
+    # PilotBoard
+    async def read_sample(self) -> PilotBoardSample:
+        self.seq = (self.seq + 1) & 0xFFFF
+        high = CP_MV[self.cp]
+        low = -12000 if 0 < self.duty < 1000 else high
+        return PilotBoardSample(high, low, self.duty, 0xFFFF, 0, self.seq, 25.0, 0x0100)
+
+    async def set_duty(self, value: int) -> None:
+        self.duty_writes.append(value)
+        if not self.duty_ignored:
+            self.duty = value
+
+    async def set_watchdog(self, ms: int) -> None:
+        pass
+
+    async def heartbeat(self) -> None:
+        self.heartbeats += 1
+
+    async def fault_reset(self) -> None:
+        pass
+
+    # Contactor
+    async def set_contactor(self, closed: bool) -> None:
+        self.opens += not closed
+        if self.relay_fails:
+            self.relay_fails -= 1
+            raise DriverIOError("no answer", bus="control", unit=2)
+        self.coil = closed
+
+    async def set_lock(self, locked: bool) -> None:
+        self.lock = locked
+
+    async def read_inputs(self) -> RelayInputs:
+        return RelayInputs(self.coil, self.lock)
+
+    # Meter
+    async def read(self) -> MeterReading:
+        if self.meter_frozen and self._reading is not None:
+            return self._reading
+        amps = 10.0 if self.coil else 0.0
+        self._energy += amps * 0.01
+        self._reading = MeterReading((230.0,), (amps,), 230.0 * amps, self._energy)
+        return self._reading
+
+
+SETTINGS = PilotSettings(  # generous liveness: a loaded test machine must not fake a lost board
+    connection="cable", cable_rating_a=32.0, pilot_lost_s=2.0, pilot_frozen_s=2.0,
+    relay_lost_s=5.0, meter_grace_s=0.3, min_off_s=0.0)
+TIMING = ConnectorTiming(pilot_poll_s=0.005, relay_poll_s=0.02, meter_poll_s=0.01,
+                         heartbeat_s=0.05)
+
+
+@contextlib.asynccontextmanager
+async def running(boards: Boards, settings: PilotSettings = SETTINGS,
+                  notes: list[object] | None = None) -> AsyncIterator[ConnectorController]:
+    ctl = ConnectorController(1, PilotMachine(settings), boards, boards, boards, TIMING)
+    if notes is not None:
+        ctl.on_event = lambda _cid, note, _now: notes.append(note)
+    await ctl.drive_safe_state()
+    task = asyncio.get_running_loop().create_task(ctl.run())
+    try:
+        yield ctl
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait for a condition the test needs next (a guard against hanging, not a timing test)."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 (the boards are plain objects: poll them)
+            await asyncio.sleep(0.005)
+
+
+async def charging(boards: Boards, ctl: ConnectorController) -> None:
+    boards.cp = "3"
+    await until(lambda: boards.coil)
+
+
+async def test_a_session_charges_and_the_notes_reach_the_sink() -> None:
+    boards, notes = Boards(), []  # type: ignore[var-annotated]
+    async with running(boards, notes=notes) as ctl:
+        await charging(boards, ctl)
+        assert boards.duty == ctl.machine.duty_commanded != 1000
+    assert SetContactor(True) in notes and FeedbackChanged(True) in notes
+    assert any(isinstance(n, EvLevelChanged) for n in notes)
+
+
+async def test_an_open_the_relay_board_drops_is_retried_then_resent() -> None:
+    boards = Boards()
+    async with running(boards) as ctl:
+        await charging(boards, ctl)
+        boards.relay_fails = OPEN_RETRIES + 1  # the open and its immediate retries fail
+        before = boards.opens
+        boards.cp = "2"  # the vehicle opens S2: the supply opens in the same step
+        await until(lambda: not ctl.machine.contactor_commanded)
+        assert boards.coil and boards.opens - before == OPEN_RETRIES + 1
+        assert ctl.core.open_pending
+        await until(lambda: not boards.coil)  # re-sent at the next relay read
+        assert boards.opens - before == OPEN_RETRIES + 2
+        assert FaultCode.CONTACTOR_WELDED not in ctl.machine.active_faults  # R2 held it
+
+
+async def test_a_duty_the_board_did_not_apply_is_written_again() -> None:
+    boards = Boards()
+    async with running(boards) as ctl:
+        await charging(boards, ctl)
+        boards.duty_ignored = True
+        await ctl.feed(LimitChanged(8.0))
+        wanted = ctl.machine.duty_commanded
+        assert boards.duty != wanted
+        boards.duty_ignored = False
+        await until(lambda: boards.duty == wanted)
+        assert boards.duty_writes.count(wanted) == 2  # the command, then the re-send
+
+
+async def test_a_frozen_meter_under_load_counts_as_lost_and_opens() -> None:
+    boards = Boards()
+    async with running(boards) as ctl:
+        await charging(boards, ctl)
+        await until(lambda: ctl.stats.last_meter is not None
+                    and ctl.stats.last_meter.current_a[0] > 1.0)
+        boards.meter_frozen = True
+        await until(lambda: FaultCode.METER_LOST in ctl.machine.active_faults)
+        await until(lambda: not boards.coil)
+        assert boards.duty == 1000
+
+
+async def test_feed_first_goes_through_the_core_before_the_first_poll() -> None:
+    boards = Boards(cp="2")
+    ctl2 = ConnectorController(1, PilotMachine(SETTINGS), boards, boards, boards, TIMING)
+    ctl2.feed_first(LimitChanged(0.0))  # what the orderly service does: nothing until told
+    task = asyncio.get_running_loop().create_task(ctl2.run())
+    try:
+        await until(lambda: ctl2.machine.ev_level is not None and ctl2.stats.cycles > 20)
+        assert ctl2.machine.offered_current_a is None and boards.duty == 1000
+        await ctl2.feed(LimitChanged(16.0))
+        await until(lambda: boards.duty != 1000)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_feed_before_run_does_not_overtake_the_queued_first_inputs() -> None:
+    boards = Boards()
+    ctl = ConnectorController(1, PilotMachine(SETTINGS), boards, boards, boards, TIMING)
+    ctl.feed_first(LimitChanged(0.0))
+    await ctl.feed(LimitChanged(16.0))  # the orderly composite, before the task has started
+    task = asyncio.get_running_loop().create_task(ctl.run())
+    try:
+        await until(lambda: ctl.stats.cycles > 5)
+        assert ctl.machine.requested_current_a == 16.0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

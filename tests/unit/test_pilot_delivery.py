@@ -1,0 +1,146 @@
+"""The delivery rules (agent.pilot.delivery, R1-R6), one table-like test each, no I/O.
+
+``DeliveryRig`` (test_pilot_delivery_stateful) plays boards whose writes can fail; here the
+rules are driven input by input, so each test shows exactly what the core answers.
+"""
+
+from __future__ import annotations
+
+from agent.faults import FaultCode
+from agent.pilot import (
+    BoardStatus,
+    MeterReadFailed,
+    MeterSampled,
+    PilotMachine,
+    PilotSampled,
+    PilotSettings,
+    RelaySampled,
+    SetContactor,
+    SetDuty,
+)
+from agent.pilot.delivery import (
+    DUTY_MISMATCH_POLLS,
+    METER_FROZEN_READS,
+    OPEN_RETRIES,
+    ActionFailed,
+    Delivery,
+    DutyMismatch,
+    EvLevelChanged,
+    FeedbackChanged,
+    Heartbeat,
+    HeartbeatDue,
+    MeterFrozen,
+    MeterRead,
+    Resend,
+)
+from drivers.board_maps import PilotStatus
+
+OPEN = SetContactor(False)
+
+
+def sample(seq: int, duty: int = 1000, status: int = 0, cp: int = 9000) -> PilotSampled:
+    return PilotSampled(cp, -12000 if duty != 1000 else cp, duty, 680, BoardStatus(status), seq,
+                        25.0)
+
+
+def test_board_status_flags_are_the_drivers_map() -> None:
+    assert {f.name: f.value for f in BoardStatus} == {f.name: f.value for f in PilotStatus}
+
+
+def test_r1_a_failed_open_is_retried_then_resent_when_the_relay_board_answers() -> None:
+    d = Delivery(PilotMachine(PilotSettings()))
+    answers = [d.step(ActionFailed(OPEN), 1.0).actions]
+    for attempt in range(1, OPEN_RETRIES + 1):
+        answers.append(d.step(ActionFailed(Resend(OPEN, "retry", attempt)), 1.0).actions)
+    assert answers == [(Resend(OPEN, "retry", n),) for n in range(1, OPEN_RETRIES + 1)] + [()]
+    assert d.open_pending
+    out = d.step(RelaySampled(True, False), 1.1).actions
+    assert out[0] == Resend(OPEN, "board_back", OPEN_RETRIES), "the re-sent open comes first"
+    assert not d.open_pending
+
+
+def test_r1_a_resend_that_fails_waits_for_the_board_again() -> None:
+    d = Delivery(PilotMachine(PilotSettings()))
+    for attempt in range(OPEN_RETRIES + 1):
+        d.step(ActionFailed(Resend(OPEN, "retry", attempt) if attempt else OPEN), 1.0)
+    resend = d.step(RelaySampled(True, False), 1.1).actions[0]
+    assert d.step(ActionFailed(resend), 1.1).actions == ()
+    assert d.open_pending
+    assert d.step(RelaySampled(True, False), 1.2).actions[0] == resend
+
+
+def test_r2_the_mirror_contact_is_not_judged_right_after_a_late_open() -> None:
+    s = PilotSettings()
+    d = Delivery(PilotMachine(s))
+    d.step(RelaySampled(False, False), 0.0)
+    for attempt in range(OPEN_RETRIES + 1):
+        d.step(ActionFailed(Resend(OPEN, "retry", attempt) if attempt else OPEN), 1.0)
+    d.step(RelaySampled(True, False), 2.0)  # the open goes out now: contacts still closed
+    held = d.step(RelaySampled(True, False), 2.0 + s.contactor_feedback_timeout_s / 2)
+    assert held.actions == ()
+    assert FaultCode.CONTACTOR_WELDED not in d.machine.active_faults
+    after = d.step(RelaySampled(True, False), 2.0 + s.contactor_feedback_timeout_s)
+    assert FeedbackChanged(True) in after.actions
+    assert FaultCode.CONTACTOR_WELDED in d.machine.active_faults  # still closed: now judged
+
+
+def test_r3_a_failed_duty_write_is_resent_with_the_duty_commanded_now() -> None:
+    d = Delivery(PilotMachine(PilotSettings()))
+    assert d.step(ActionFailed(SetDuty(533)), 1.0).actions == ()
+    out = d.step(sample(1), 1.01).actions
+    assert out[-1] == Resend(SetDuty(d.machine.duty_commanded), "board_back")
+    assert not d.duty_pending
+
+
+def test_r3_a_board_outputting_another_duty_gets_it_again() -> None:
+    d = Delivery(PilotMachine(PilotSettings()))
+    outs = [d.step(sample(i, duty=533, cp=12000), i * 0.01).actions
+            for i in range(1, DUTY_MISMATCH_POLLS + 1)]
+    assert all(DutyMismatch(533, 1000) not in o for o in outs[:-1])
+    assert outs[-1][-2:] == (DutyMismatch(533, 1000), Resend(SetDuty(1000), "duty_mismatch"))
+
+
+def test_r3_no_resend_while_the_boards_watchdog_holds_the_line() -> None:
+    d = Delivery(PilotMachine(PilotSettings()))
+    failsafe = int(BoardStatus.FAILSAFE)
+    for i in range(1, 3 * DUTY_MISMATCH_POLLS):
+        out = d.step(sample(i, duty=533, status=failsafe, cp=12000), i * 0.01).actions
+        assert not any(isinstance(a, Resend | DutyMismatch) for a in out)
+
+
+def test_r4_the_heartbeat_waits_while_a_duty_is_owed() -> None:
+    d = Delivery(PilotMachine(PilotSettings()))
+    assert d.step(HeartbeatDue(), 1.0).actions == (Heartbeat(),)
+    d.step(ActionFailed(SetDuty(533)), 1.0)
+    assert d.step(HeartbeatDue(), 2.0).actions == (Resend(SetDuty(1000), "board_back"),)
+    assert d.step(HeartbeatDue(), 3.0).actions == (Heartbeat(),)
+
+
+def test_r5_identical_readings_under_load_count_as_failed_reads() -> None:
+    d = Delivery(PilotMachine(PilotSettings()))
+    fed: list[object] = []
+    real = d.machine.step
+    d.machine.step = lambda event, now: (fed.append(event), real(event, now))[1]  # type: ignore[method-assign]
+    same = MeterRead((10.0,), (230.0, 2300.0, 1234.0))
+    outs = [d.step(same, float(i)).actions for i in range(METER_FROZEN_READS + 2)]
+    assert fed[:METER_FROZEN_READS] == [MeterSampled((10.0,))] * METER_FROZEN_READS
+    assert fed[METER_FROZEN_READS:] == [MeterReadFailed()] * 2
+    assert [o for o in outs if MeterFrozen(METER_FROZEN_READS) in o] == [outs[METER_FROZEN_READS]]
+    d.step(MeterRead((10.0,), (230.0, 2300.0, 1234.5)), 20.0)  # it moves again
+    assert fed[-1] == MeterSampled((10.0,))
+
+
+def test_r5_an_idle_meter_may_repeat_itself() -> None:
+    d = Delivery(PilotMachine(PilotSettings()))
+    idle = MeterRead((0.2,), (230.0, 0.0, 1234.0))
+    for i in range(3 * METER_FROZEN_READS):
+        assert not any(isinstance(a, MeterFrozen) for a in d.step(idle, float(i)).actions)
+
+
+def test_r6_level_and_feedback_changes_are_noted_once() -> None:
+    d = Delivery(PilotMachine(PilotSettings(debounce_samples=1)))
+    first = d.step(sample(1), 0.01).actions
+    assert EvLevelChanged(None, d.machine.ev_level, 9000) in first
+    assert not any(isinstance(a, EvLevelChanged) for a in d.step(sample(2), 0.02).actions)
+    assert FeedbackChanged(False) in d.step(RelaySampled(False, False), 0.03).actions
+    assert d.step(RelaySampled(False, False), 0.04).actions == ()
