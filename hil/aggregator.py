@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
-import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import aiomqtt
 
+from hil.envelope import envelope, iso
+
 ISSUER = "demo-aggregator"
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Aggregator:
@@ -33,7 +29,6 @@ class Aggregator:
                  issuer: str = ISSUER) -> None:
         self.host, self.port, self.device_id, self.root = host, port, device_id, root
         self.issuer = issuer
-        self._seq = itertools.count(int(time.time() * 1000))
         self._replies: dict[str, dict[str, Any]] = {}
         self._arrived = asyncio.Condition()
         self.events: list[dict[str, Any]] = []
@@ -75,14 +70,8 @@ class Aggregator:
 
     def envelope(self, type_: str, body: dict[str, Any], *, connector: int | None = None,
                  expires_s: float = 60.0) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        env: dict[str, Any] = {"v": 1, "id": uuid.uuid4().hex, "type": type_,
-                               "issuer": self.issuer, "issuedAt": _iso(now),
-                               "expiresAt": _iso(now + timedelta(seconds=expires_s)),
-                               "seq": next(self._seq), "body": body}
-        if connector is not None:
-            env["connector"] = connector
-        return env
+        return envelope(type_, body, connector=connector, issuer=self.issuer,
+                        expires_s=expires_s)
 
     async def send(self, type_: str, body: dict[str, Any], *, connector: int | None = None,
                    group: str | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -105,7 +94,7 @@ def valley_profile(now: datetime, *, peak_a: float, valley_a: float, peak_s: int
     """A default-layer schedule: ``peak_a`` now, ``valley_a`` after ``peak_s`` (compressed time)."""
     return {
         "profileId": profile_id, "layer": "default", "stackLevel": 1, "kind": "absolute",
-        "schedule": {"unit": "A", "startAt": _iso(now), "durationS": peak_s + valley_s,
+        "schedule": {"unit": "A", "startAt": iso(now), "durationS": peak_s + valley_s,
                      "periods": [{"offsetS": 0, "limit": peak_a},
                                  {"offsetS": peak_s, "limit": valley_a}]},
     }

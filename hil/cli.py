@@ -22,9 +22,9 @@ from pathlib import Path
 from agent.config import load_config
 from agent.errors import ConfigError
 from hil.report import summary_line
-from hil.runner import run_scenario
+from hil.rig import Rig
 from hil.scenario import ScenarioError, load_scenario
-from hil.wallbox_rig import make_rig
+from hil.scenario_runner import run_scenario
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args.scenario, args.out, args.config)
         if args.command == "faults":
-            from hil.faults.runner import main as faults_main
+            from hil.faults.matrix import main as faults_main
 
             return faults_main(args.out, args.only, args.quick)
         if args.command == "bench":
@@ -79,9 +79,9 @@ def _rig(config_path: str, run_dir: str | None) -> int:
     directory = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="evse-hil-"))
 
     async def serve() -> None:
-        async with make_rig(config, directory) as rig:
+        async with Rig(config, directory) as rig:
             for name in config.buses:
-                print(f"bus {name}: {rig.link(name)} -> {rig.bridges[name].path_b}")
+                print(f"bus {name}: {rig.link(name)} (rig process {rig.pid})")
             print(f"patched config: {rig.patched_config_path}")
             print(f"run the agent:  evse-agent run -c {rig.patched_config_path}")
             print("Ctrl-C to stop", flush=True)

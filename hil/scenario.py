@@ -40,7 +40,7 @@ FAULTS = frozenset({
     "overcurrent", "rcd_trip", "estop", "selftest_fail", "overtemp", "contactor_weld",
     "contactor_no_close", "meter_silence", "crc_errors", "slow_answers", "pilot_freeze",
     "port_vanish",
-    # a retrofitted wallbox (hil.wallbox_rig)
+    # a retrofitted wallbox (hil.simrig_wallbox)
     "wallbox_silent", "wallbox_slow", "wallbox_exception", "wallbox_reset", "wallbox_state",
     "bus_cut", "standby_sleep",
 })
@@ -65,7 +65,7 @@ class ScenarioError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
+class ScenarioStep:
     index: int
     kind: str  # an EV action, "inject", "clear", "agent", "wait", "wait_until", "expect"
     args: dict[str, Any]
@@ -86,7 +86,7 @@ class Step:
 class Scenario:
     name: str
     title: str
-    steps: tuple[Step, ...]
+    steps: tuple[ScenarioStep, ...]
     config: str | None = None
     config_overrides: dict[str, Any] = field(default_factory=dict)
     rig: dict[str, Any] = field(default_factory=dict)
@@ -114,8 +114,8 @@ class Check:
 
 
 @dataclass(slots=True)
-class StepOutcome:
-    step: Step
+class StepResult:
+    step: ScenarioStep
     t_start: float
     t_end: float
     mark: float | None = None
@@ -131,7 +131,7 @@ class StepOutcome:
 @dataclass(slots=True)
 class RunResult:
     scenario: Scenario
-    outcomes: list[StepOutcome] = field(default_factory=list)
+    outcomes: list[StepResult] = field(default_factory=list)
     error: str | None = None
     agent_log: Path | None = None
     started_wall: str = ""
@@ -184,7 +184,7 @@ def parse_scenario(data: Any, *, name: str = "scenario", path: Path | None = Non
     )
 
 
-def _parse_step(index: int, raw: Any) -> Step:
+def _parse_step(index: int, raw: Any) -> ScenarioStep:
     where = f"step {index}"
     if isinstance(raw, str):
         raw = {raw: {}}
@@ -198,7 +198,7 @@ def _parse_step(index: int, raw: Any) -> Step:
     value = raw[kind]
     args = _step_args(where, kind, value)
     connector = raw.get("connector")
-    return Step(index, kind, args, label=raw.get("label"), note=raw.get("note"),
+    return ScenarioStep(index, kind, args, label=raw.get("label"), note=raw.get("note"),
                 connector=int(connector) if connector is not None else None)
 
 

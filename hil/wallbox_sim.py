@@ -16,7 +16,7 @@ Quirks (``WallboxQuirks``), each switchable:
 - ``state_override``: the state register reports this raw value (outside the table, an error).
 Silence, late answers and exception answers are the ``SimulatedBus``'s per-unit injections.
 
-Line timing (8E1 at 19200 for Heidelberg) is the pty bridge's job; see ``hil.wallbox_rig`` for
+Line timing (8E1 at 19200 for Heidelberg) is the pty bridge's job; see ``hil.simrig_wallbox`` for
 why the pty itself is opened without parity.
 """
 

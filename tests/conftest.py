@@ -20,22 +20,24 @@ from typing import Any
 import pytest
 
 from agent.link import CommandMessage, Link, LinkSettings, MemoryOutbox, Reply
-from tests.broker import MosquittoBroker, make_test_pki, mosquitto_binary, wait_until
+from hil.broker import Mosquitto, mosquitto_binary
+from hil.pki import make_pki
+from hil.poll import wait_until
 
 MOSQUITTO_MISSING = "mosquitto binary not found: run `make mosquitto` (apt-get install mosquitto)"
 
 
 @pytest.fixture
-def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
+def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
     """Start brokers with custom options; all are stopped (by PID) after the test."""
     if mosquitto_binary() is None:
         pytest.skip(MOSQUITTO_MISSING)
-    started: list[MosquittoBroker] = []
+    started: list[Mosquitto] = []
 
-    def make(*, tls: bool = False, **kwargs: Any) -> MosquittoBroker:
+    def make(*, tls: bool = False, **kwargs: Any) -> Mosquitto:
         workdir = tmp_path / f"mosquitto-{len(started)}"
-        pki = make_test_pki(workdir / "pki") if tls else None
-        broker = MosquittoBroker(workdir, pki=pki, **kwargs)
+        pki = make_pki(workdir / "pki") if tls else None
+        broker = Mosquitto(workdir, pki=pki, **kwargs)
         started.append(broker)
         broker.start()
         return broker
@@ -46,13 +48,13 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]
 
 
 @pytest.fixture
-def broker(mosquitto_factory: Callable[..., MosquittoBroker]) -> MosquittoBroker:
+def broker(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
     """A plain MQTT broker on a free loopback port, no persistence."""
     return mosquitto_factory()
 
 
 @pytest.fixture
-def tls_broker(mosquitto_factory: Callable[..., MosquittoBroker]) -> MosquittoBroker:
+def tls_broker(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
     """Plain listener on ``port`` and a ``require_certificate`` TLS listener on ``tls_port``."""
     return mosquitto_factory(tls=True)
 

@@ -6,7 +6,7 @@ import shutil
 import sys
 
 from hil.bench.run import ALL, bench
-from hil.runner import REPO_ROOT
+from hil.scenario_runner import REPO_ROOT
 
 
 def bench_command(quick: bool, only: str | None, out: str | None) -> int:

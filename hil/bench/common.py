@@ -1,8 +1,9 @@
 """What every benchmark needs: configs, a rig with its agent, /proc readings, MQTT commands.
 
 Clocks: the rig stamps frames with ``time.monotonic`` when their last byte completes on the
-virtual wire; the benchmarks read the same clock just before they act (publish, EV action), so
-both ends of every latency come from one machine clock in one process.
+virtual wire, in the rig process; the benchmarks read the same clock just before they act
+(publish, EV action). ``CLOCK_MONOTONIC`` is one clock for every process of the machine, so both
+ends of every latency come from one clock.
 """
 
 from __future__ import annotations
@@ -10,24 +11,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
 import os
 import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from agent.config import AgentConfig, parse_config
+from hil.agent_process import AgentProcess
+from hil.envelope import encode, envelope
 from hil.ev import EvParams
+from hil.poll import poll_until
 from hil.report import Event
 from hil.rig import Rig, RigOptions
-from hil.runner import DEFAULT_CONFIG, AgentProcess
-from hil.wallbox_rig import make_rig
+from hil.scenario_runner import DEFAULT_CONFIG
+from hil.station import Station
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ISSUER = "bench"
@@ -152,7 +155,7 @@ def fast_ev() -> RigOptions:
 # --- the rig and its agent -------------------------------------------------------------------
 
 @dataclass
-class Station:
+class BenchStation:
     rig: Rig
     agent: AgentProcess
     ready_s: float
@@ -173,51 +176,30 @@ def _ready_wall(agent: AgentProcess) -> float | None:
 
 @contextlib.asynccontextmanager
 async def station(config: AgentConfig, run_dir: Path, options: RigOptions | None = None,
-                  *, prepare: Any = None, on_start: Any = None) -> AsyncIterator[Station]:
-    """Rig started, agent started and READY; both stopped (agent by PID) on exit.
+                  *, prepare: Any = None, on_start: Any = None) -> AsyncIterator[BenchStation]:
+    """Rig started, agent started and READY (``hil.station.Station``); both stopped (agent by
+    PID) on exit.
 
     ``on_start(pid)`` runs right after the agent is spawned (P7 confines it there).
     ``ready_s`` is the agent's own ``agent_ready`` log time minus the wall time just before the
     process was spawned (both ``time.time()`` of this machine).
     """
-    await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
-    rig = make_rig(config, run_dir / "rig", options=options or RigOptions())
-    await rig.start()
-    agent = AgentProcess(rig.patched_config_path, run_dir / "agent.log")
-    try:
+    async with Station(config, run_dir, options=options, agent_log="agent.log") as s:
         if prepare is not None:
-            prepare(rig)
+            prepare(s.rig)
         t_spawn = time.time()
-        agent.start()
+        agent = await s.start_agent(wait=False)
         if on_start is not None and agent.pid is not None:
             on_start(agent.pid)
         await agent.wait_ready()
         wall = _ready_wall(agent)
-        yield Station(rig, agent, (wall - t_spawn) if wall is not None else float("nan"))
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(agent.stop)  # the rig keeps answering the safe-state writes
-        await rig.stop()
-        with contextlib.suppress(OSError):
-            rig.timeline.save(run_dir / "timeline.json")
+        yield BenchStation(s.rig, agent, (wall - t_spawn) if wall is not None else float("nan"))
 
 
 def recent_frame(rig: Rig, since: float, what: str) -> Event | None:
-    """The first ``frame`` tagged ``what`` at or after ``since``, scanning back from the newest.
-
-    ``Timeline.first`` copies and scans the whole list: polled every few ms over minutes of
-    charging that cost the bench process (which also runs the simulated devices) enough CPU to
-    delay their answers. Events arrive in time order, so the scan stops at ``since``.
-    """
-    events = rig.timeline._events
-    found = None
-    for i in range(len(events) - 1, -1, -1):
-        e = events[i]
-        if e.t < since:
-            break
-        if e.kind == "frame" and e.data.get("what") == what:
-            found = e
-    return found
+    """The first ``frame`` tagged ``what`` at or after ``since`` (scanning back from the newest:
+    polled every few ms over minutes of charging)."""
+    return rig.timeline.recent("frame", since, what=what)
 
 
 async def wait_frame(rig: Rig, since: float, what: str, timeout_s: float,
@@ -231,22 +213,13 @@ async def wait_frame(rig: Rig, since: float, what: str, timeout_s: float,
         await asyncio.sleep(poll_s)
 
 
-async def wait_for(pred: Any, timeout_s: float, poll_s: float = 0.005) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(poll_s)
-    return True
-
-
 async def start_charging(rig: Rig, timeout_s: float = 10.0) -> bool:
     """Plug in a vehicle that wants to charge; True once the contactor is closed."""
     if not rig.ev.plugged:
         rig.ev_action("plug_in", cable_a=32.0, wants_charge=True)
     elif not rig.ev.s2_closed:
         rig.ev_action("close_s2")
-    return await wait_for(rig.contactor_closed, timeout_s)
+    return await poll_until(rig.contactor_closed, timeout_s, 0.005)
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -254,11 +227,6 @@ async def start_charging(rig: Rig, timeout_s: float = 10.0) -> bool:
 def set_limit(command_id: str, seq: int, amps: float, *, connector: int | None = 1,
               duration_s: int = 3600) -> bytes:
     """A setLimit envelope (unsigned: the bench agents run without issuer keys)."""
-    cmd: dict[str, Any] = {
-        "v": 1, "id": command_id, "type": "setLimit", "issuer": ISSUER,
-        "issuedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "seq": seq, "body": {"limit": {"value": amps, "unit": "A"}, "durationS": duration_s},
-    }
-    if connector is not None:
-        cmd["connector"] = connector
-    return json.dumps(cmd, separators=(",", ":")).encode()
+    return encode(envelope("setLimit", {"limit": {"value": amps, "unit": "A"},
+                                        "durationS": duration_s},
+                           connector=connector, issuer=ISSUER, id=command_id, seq=seq))

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hil.bench.common import bench_config, default_config_data, wait_for, wait_frame
+from hil.agent_process import AgentProcess
+from hil.bench.common import bench_config, default_config_data, wait_frame
+from hil.poll import poll_until
 from hil.rig import Rig, RigOptions
-from hil.runner import AgentProcess
 
 
 def fleet_config_data(poll_ms: float) -> dict[str, Any]:
@@ -73,7 +74,7 @@ async def main(spec: dict[str, Any]) -> None:
         ready_s = time.time() - t_spawn
         for rig in rigs.values():
             rig.ev_action("plug_in", cable_a=32.0)
-        await asyncio.gather(*(wait_for(lambda r=r: r.offered_a() > 0, 30.0)
+        await asyncio.gather(*(poll_until(lambda r=r: r.offered_a() > 0, 30.0, 0.005)
                                for r in rigs.values()))
         _say("READY", {"devices": list(rigs), "ready_all_s": ready_s,
                        "pids": [a.pid for a in agents.values()]})
@@ -89,7 +90,8 @@ async def main(spec: dict[str, Any]) -> None:
                 _say("DUTY", dict(zip(rigs, found, strict=True)))
             elif parts[0] == "settle":  # every vehicle offered again (no fault being cleared)
                 timeout = float(parts[1])
-                ok = await asyncio.gather(*(wait_for(lambda r=r: r.offered_a() > 0, timeout)
+                ok = await asyncio.gather(*(poll_until(lambda r=r: r.offered_a() > 0,
+                                                       timeout, 0.005)
                                             for r in rigs.values()))
                 _say("SETTLED", {"offering": sum(ok), "of": len(ok)})
             elif parts[0] == "stop":

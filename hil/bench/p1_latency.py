@@ -1,7 +1,7 @@
 """P1: setLimit published -> new duty frame complete on the virtual wire.
 
-The publisher and the rig share this process's monotonic clock: t0 is read just before the
-PUBLISH is handed to the client, t1 is the rig's stamp of the duty write's last byte. The floor
+The publisher and the rig process share the machine's monotonic clock: t0 is read just before
+the PUBLISH is handed to the client, t1 is the rig's stamp of the duty write's last byte. The floor
 is measured in the same run: a plain client's hop through the same broker (publish -> the
 subscriber has it) plus the line time of the 8-byte FC06 write frame at the control bus's baud.
 """
@@ -25,7 +25,7 @@ from hil.bench.common import (
     wait_frame,
 )
 from hil.bench.stats import BenchResult, Goal, summarize
-from hil.broker import Broker
+from hil.broker import Mosquitto
 from hil.ev import EvParams
 from hil.ptybridge import LineSettings
 from hil.rig import RigOptions
@@ -34,7 +34,7 @@ WRITE_FRAME_BYTES = 8  # FC06: unit, fc, address(2), value(2), crc(2)
 AMPS = (10.0, 16.0)
 
 
-async def broker_hop(broker: Broker, count: int) -> list[float]:
+async def broker_hop(broker: Mosquitto, count: int) -> list[float]:
     """Publish -> delivered to a subscriber, through the same broker, QoS 1 (seconds)."""
     topic = "bench/floor"
     got: asyncio.Queue[float] = asyncio.Queue()
@@ -67,7 +67,7 @@ async def run(out_dir: Path, progress: Progress, *, commands: int, hops: int) ->
         "completes on the virtual wire minus the monotonic time just before publish. Floor: "
         f"{hops} publish->receive hops of a plain client through the same broker + the line "
         "time of the 8-byte write frame."))
-    with Broker(out_dir / "broker") as broker:
+    with Mosquitto(out_dir / "broker", throughput=True) as broker:
         cfg = bench_config(mqtt={"host": broker.host, "port": broker.port})
         dev = cfg.device_id
         line = LineSettings(cfg.buses["control"].baudrate)  # type: ignore[union-attr]

@@ -23,14 +23,14 @@ from hil.bench.common import (
     bench_config,
     set_limit,
     station,
-    wait_for,
     wait_frame,
 )
 from hil.bench.p1_latency import broker_hop
 from hil.bench.stats import BenchResult, summarize
-from hil.broker import Broker
+from hil.broker import Mosquitto
+from hil.poll import poll_until
 from hil.ptybridge import LineSettings
-from hil.runner import REPO_ROOT
+from hil.scenario_runner import REPO_ROOT
 
 RETROFIT = REPO_ROOT / "config" / "retrofit-heidelberg.example.yaml"
 WRITE_FRAME_BYTES = 11  # FC16 of one register: unit, fc, addr(2), count(2), bytes, value(2), crc(2)
@@ -49,7 +49,7 @@ async def run(out_dir: Path, progress: Progress, *, commands: int, hops: int) ->
         "SAFETY_WRITE priority, increases as ordinary control writes; both wait for a "
         "transaction already on the wire (a state read or the 13-register energy read)."))
     base = yaml.safe_load(RETROFIT.read_text(encoding="utf-8"))
-    with Broker(out_dir / "broker") as broker:
+    with Mosquitto(out_dir / "broker", throughput=True) as broker:
         cfg = bench_config(mqtt={"host": broker.host, "port": broker.port}, base=base)
         dev = cfg.device_id
         bus = cfg.buses["wallbox"]
@@ -59,7 +59,7 @@ async def run(out_dir: Path, progress: Progress, *, commands: int, hops: int) ->
             rig = st.rig
             rig.ev_action("plug_in")
             rig.ev_action("close_s2")
-            if not await wait_for(rig.contactor_closed, 10.0):
+            if not await poll_until(rig.contactor_closed, 10.0, 0.005):
                 raise RuntimeError("the wallbox did not start charging")
             await asyncio.sleep(1.0)
             progress.update("P1W", "floor: plain client hops", force=True)

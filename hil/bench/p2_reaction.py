@@ -22,10 +22,10 @@ from hil.bench.common import (
     single_bus_data,
     start_charging,
     station,
-    wait_for,
     wait_frame,
 )
 from hil.bench.stats import BenchResult, Goal, summarize
+from hil.poll import poll_until
 from hil.rig import Rig
 
 KINDS = ("s2_open", "unplug", "cp_short")
@@ -52,7 +52,8 @@ async def one_event(rig: Rig, kind: str) -> float | None:
     else:
         t0 = rig.inject("cp_short")
     frame = await wait_frame(rig, t0, "contactor_open", 3.0)
-    await wait_for(lambda: not rig.contactor_closed(), 2.0)  # contacts follow the frame later
+    # contacts follow the frame later
+    await poll_until(lambda: not rig.contactor_closed(), 2.0, 0.005)
     if kind == "cp_short":
         await asyncio.sleep(0.05)
         rig.inject("cp_short", False)

@@ -26,8 +26,8 @@ from agent.shell.cyclecpu import quantile_us
 from agent.shell.cyclecpu import window as cpu_window
 from hil.bench.common import (
     NO_DELAY,
+    BenchStation,
     Progress,
-    Station,
     bench_config,
     proc_cpu_s,
     proc_status_kb,
@@ -35,7 +35,7 @@ from hil.bench.common import (
     station,
 )
 from hil.bench.stats import BenchResult, Goal, summarize
-from hil.broker import Broker
+from hil.broker import Mosquitto
 
 
 @dataclass
@@ -56,7 +56,7 @@ class CpuWindow:
         return self.cpu_s / self.cycles * 1e6 if self.cycles else None
 
 
-async def _cycle_state(st: Station) -> tuple[int, dict[str, int]]:
+async def _cycle_state(st: BenchStation) -> tuple[int, dict[str, int]]:
     reply = await asyncio.to_thread(localapi.request, st.rig.control_socket, {"cmd": "status"})
     conns = reply.get("connectors") or reply.get("status", {}).get("connectors") or []
     c = conns[0]
@@ -66,7 +66,7 @@ async def _cycle_state(st: Station) -> tuple[int, dict[str, int]]:
 class CpuMeter:
     """Start/stop a CPU window of the agent process."""
 
-    def __init__(self, st: Station) -> None:
+    def __init__(self, st: BenchStation) -> None:
         self.st = st
         self._t0 = (0.0, 0.0, 0, dict[str, int]())
 
@@ -84,7 +84,7 @@ class CpuMeter:
         return CpuWindow(cpu - cpu0, wall - wall0, cycles - cycles0, cpu_window(hist0, hist))
 
 
-async def _idle_window(st: Station, meter: CpuMeter, progress: Progress, what: str,
+async def _idle_window(st: BenchStation, meter: CpuMeter, progress: Progress, what: str,
                        window_s: float) -> CpuWindow:
     await asyncio.sleep(3.0)  # the contactor opens, the machine settles
     await meter.start()
@@ -109,7 +109,7 @@ async def run(out_dir: Path, progress: Progress, *, window_s: float,
         f"{idle_window_s:.0f} s plugged in and idle (the vehicle opened S2; 3 s settling) and "
         f"{idle_window_s:.0f} s with no vehicle (unplugged; 3 s settling). The rig (simulated "
         "boards, pty line timing) and this bench run in another process."))
-    with Broker(out_dir / "broker") as broker:
+    with Mosquitto(out_dir / "broker", throughput=True) as broker:
         cfg = bench_config(mqtt={"host": broker.host, "port": broker.port,
                                  "telemetry_period_s": 1})
         tel: list[float] = []

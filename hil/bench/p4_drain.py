@@ -21,8 +21,8 @@ import aiomqtt
 from agent.journal import Journal
 from hil.bench.common import NO_DELAY, Progress, bench_config, proc_status_kb, station
 from hil.bench.stats import BenchResult, Goal
-from hil.broker import Broker
-from hil.runner import REPO_ROOT
+from hil.broker import Mosquitto
+from hil.scenario_runner import REPO_ROOT
 
 TEL_BODY = {"connectors": [{"connector": 1, "pilot": "C", "contactor": "closed",
                             "currentA": [16.02], "voltageV": [229.8], "powerW": 3681.5,
@@ -63,7 +63,7 @@ async def run(out_dir: Path, progress: Progress, *, rows: int,
         "(default topology, no vehicle). Rate = backlog / (last - first backlog message "
         "received); RSS growth = peak VmRSS (sampled every 100 ms) during the drain - VmRSS at "
         "READY; loss = backlog seqs never received."))
-    broker = Broker(out_dir / "broker")
+    broker = Mosquitto(out_dir / "broker", throughput=True)
     cfg = bench_config(mqtt={"host": broker.host, "port": broker.port,
                              "journal_budget_mb": 500}, device_id=DEVICE_ID)
     run_dir = out_dir / "agent"

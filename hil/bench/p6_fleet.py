@@ -22,8 +22,8 @@ import aiomqtt
 
 from hil.bench.common import ISSUER, NO_DELAY, Progress, set_limit
 from hil.bench.stats import BenchResult, Goal, summarize
-from hil.broker import Broker
-from hil.runner import REPO_ROOT
+from hil.broker import Mosquitto
+from hil.scenario_runner import REPO_ROOT
 
 GROUP = "bench-fleet"
 READY_TIMEOUT_S = 90.0
@@ -89,7 +89,7 @@ def _cpu_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-async def _group_rounds(broker: Broker, workers: list[Worker], rounds: int, first_seq: int,
+async def _group_rounds(broker: Mosquitto, workers: list[Worker], rounds: int, first_seq: int,
                         progress: Progress, tag: str) -> tuple[list[float], int]:
     lat: list[float] = []
     missing = 0
@@ -145,7 +145,7 @@ async def run(out_dir: Path, progress: Progress, *, agents: list[int], per_worke
         "complete on its rig - publish time (5 s limit). Machine load = share of both CPUs busy "
         "over 5 s with the fleet idle. At the largest size the broker is stopped for 3 s and "
         "started on the same port; recovery = broker up -> the last agent's birth (online)."))
-    broker = Broker(out_dir / "broker").start()
+    broker = Mosquitto(out_dir / "broker", throughput=True).start()
     workers: list[Worker] = []
     devices: list[str] = []
     sizes: dict[str, Any] = {}
@@ -210,7 +210,7 @@ async def run(out_dir: Path, progress: Progress, *, agents: list[int], per_worke
     return res
 
 
-async def _restart(broker: Broker, devices: list[str], progress: Progress,
+async def _restart(broker: Mosquitto, devices: list[str], progress: Progress,
                    ) -> tuple[float | None, int]:
     broker.stop()
     await asyncio.sleep(3.0)

@@ -1,13 +1,14 @@
 """P7: the agent on a starved CPU (issue 12).
 
 The agent process is confined to a share of one core (``hil.bench.confine``: a cgroup CPU quota
-where the machine allows it); the rig (simulated boards, pty line timing), the broker client and
-this bench run in the bench process, the broker in its own, none of them confined. Charging for
-``window_s`` at 25 % of a core, with telemetry every 1 s, a setLimit every 2 s and a CP event
-(S2 opens, unplug, CP short, in turn) every 3-6 s: false faults (any fault the agent raised but
-the injected CP_SHORTs), the reaction CP leaves 3' -> contactor-open frame (P2's measure), and
-setLimit -> duty frame (P1's measure). Then the search: the 12 GB/T 34657.1 items back to back
-on a fresh confined agent at shares halving from the start until they fail, then bisected.
+where the machine allows it); the rig (simulated boards, pty line timing) runs in its own process
+(``hil.rigd``), the broker client in this bench's, the broker in its own, none of them confined.
+Charging for ``window_s`` at 25 % of a core, with telemetry every 1 s, a setLimit every 2 s and a
+CP event (S2 opens, unplug, CP short, in turn) every 3-6 s: false faults (any fault the agent
+raised but the injected CP_SHORTs), the reaction CP leaves 3' -> contactor-open frame (P2's
+measure), and setLimit -> duty frame (P1's measure). Then the search: the 12 GB/T 34657.1 items
+back to back on a fresh confined agent at shares halving from the start until they fail, then
+bisected.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import aiomqtt
 from agent import localapi
 from hil.bench.common import (
     NO_DELAY,
+    BenchStation,
     Progress,
-    Station,
     bench_config,
     proc_cpu_s,
     set_limit,
@@ -38,11 +39,11 @@ from hil.bench.common import (
 from hil.bench.confine import Confinement, confinement
 from hil.bench.p2_reaction import KINDS, one_event
 from hil.bench.stats import BenchResult, Goal, summarize
-from hil.broker import Broker
+from hil.broker import Mosquitto
 from hil.ev import EvParams
 from hil.gbt34657 import ITEMS, back_to_back
 from hil.rig import RigOptions
-from hil.runner import run_scenario
+from hil.scenario_runner import run_scenario
 
 SHARE = 25.0
 LIMIT_PERIOD_S = 2.0
@@ -71,7 +72,7 @@ def _overlaps(busy: list[tuple[float, float]], t0: float, t1: float) -> bool:
     return any(a <= t1 and t0 <= b for a, b in busy)
 
 
-async def _events(st: Station, load: Load, end: float) -> None:
+async def _events(st: BenchStation, load: Load, end: float) -> None:
     """A CP event every 3-6 s while charging; each charges again before the next."""
     rig, i = st.rig, 0
     while True:
@@ -95,7 +96,7 @@ async def _events(st: Station, load: Load, end: float) -> None:
             load.reactions_ms[kind].append(got * 1000)
 
 
-async def _limits(st: Station, pub: aiomqtt.Client, load: Load, end: float) -> None:
+async def _limits(st: BenchStation, pub: aiomqtt.Client, load: Load, end: float) -> None:
     """A setLimit every 2 s; a sample counts when no CP event overlapped it."""
     rig, dev = st.rig, st.extra["device"]
     i, due = 0, time.monotonic()
@@ -116,7 +117,7 @@ async def _limits(st: Station, pub: aiomqtt.Client, load: Load, end: float) -> N
             load.limits_ms.append((frame.t - t0) * 1000)
 
 
-async def _status(st: Station) -> dict[str, Any]:
+async def _status(st: BenchStation) -> dict[str, Any]:
     reply = await asyncio.to_thread(localapi.request, st.rig.control_socket, {"cmd": "status"})
     return dict(reply.get("status") or reply)
 
@@ -125,7 +126,7 @@ async def charging_window(conf: Confinement, out_dir: Path, progress: Progress,
                           window_s: float) -> tuple[Load, dict[str, Any]]:
     """The confined agent charging under load for ``window_s``."""
     load = Load()
-    with Broker(out_dir / "broker") as broker:
+    with Mosquitto(out_dir / "broker", throughput=True) as broker:
         cfg = bench_config(mqtt={"host": broker.host, "port": broker.port,
                                  "telemetry_period_s": 1}, cycling=True)
         tel: list[float] = []

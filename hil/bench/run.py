@@ -31,7 +31,7 @@ from hil.bench.common import Progress, machine_info
 from hil.bench.notes import attach
 from hil.bench.report import render_markdown, to_json
 from hil.bench.stats import BenchResult
-from hil.runner import REPO_ROOT
+from hil.scenario_runner import REPO_ROOT
 
 ALL = ("P1", "P1W", "P2", "P3", "P4", "P5", "P6", "W1", "P7", "P8")
 FULL: dict[str, dict[str, Any]] = {

@@ -29,8 +29,8 @@ from hil.bench.common import (
     station,
 )
 from hil.bench.stats import BenchResult, Goal
-from hil.broker import Broker
-from hil.runner import REPO_ROOT
+from hil.broker import Mosquitto
+from hil.scenario_runner import REPO_ROOT
 
 
 def _free_port() -> int:
@@ -77,7 +77,7 @@ async def run(out_dir: Path, progress: Progress, *, window_s: float) -> BenchRes
         "(one server-sent-events stream, what a browser's EventSource holds, poll_ms 1000). "
         "CPU = utime+stime over the window (share of one core), RSS = max of 1 s VmRSS samples. "
         "The agent's figures are P3's measured the same way."))
-    with Broker(out_dir / "broker") as broker:
+    with Mosquitto(out_dir / "broker", throughput=True) as broker:
         cfg = bench_config(mqtt={"host": broker.host, "port": broker.port,
                                  "telemetry_period_s": 1})
         async with station(cfg, out_dir / "agent") as st:

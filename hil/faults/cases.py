@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hil.faults import clock, devices, durability, link, power, wallbox
-from hil.faults.bench import Bench
-from hil.faults.outcome import Outcome
+from hil.faults.case_report import CaseReport
+from hil.faults.testbed import Testbed
 
-CaseFn = Callable[[Bench, Outcome], Awaitable[None]]
+CaseFn = Callable[[Testbed, CaseReport], Awaitable[None]]
 
 
 @dataclass(frozen=True)

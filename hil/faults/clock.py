@@ -18,13 +18,13 @@ from unittest import mock
 
 from agent.config import load_config
 from agent.shell.app import AgentApp
-from hil.faults.bench import Bench
+from hil.faults.case_report import CaseReport
 from hil.faults.devices import continue_charging
 from hil.faults.link import end_session, sessions_check
-from hil.faults.outcome import Outcome
+from hil.faults.testbed import Testbed
 
 
-async def clock_jump(b: Bench, o: Outcome) -> None:
+async def clock_jump(b: Testbed, o: CaseReport) -> None:
     offset = {"s": 0.0}
     real = time.time
 

@@ -9,14 +9,10 @@ hardware stays safe, removes the cause and checks the way back to charging.
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Callable
-
-from pymodbus.framer import FramerRTU
 
 from agent.shell.connector import METER_FROZEN_READS
-from hil.faults.bench import Bench
-from hil.faults.outcome import Outcome
+from hil.faults.case_report import CaseReport
+from hil.faults.testbed import Testbed
 
 PILOT_SAMPLE_ANSWER_LEN = 3 + 16 + 2  # unit, fc, byte count, 8 registers, CRC
 
@@ -25,12 +21,13 @@ def _ms(seconds: float | None) -> str:
     return "never" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-async def start_charging(b: Bench, o: Outcome) -> bool:
+async def start_charging(b: Testbed, o: CaseReport) -> bool:
     await b.start_agent()
     return o.check(await b.charge(), "charging before the fault (contactor closed, EV drawing)")
 
 
-async def expect_safe(b: Bench, o: Outcome, t0: float, limit_s: float, code: str | None) -> None:
+async def expect_safe(b: Testbed, o: CaseReport, t0: float, limit_s: float,
+                      code: str | None) -> None:
     """Contactor-open frame and PWM off after ``t0``; the fault shows on the control socket."""
     t_open, t_pwm = await b.wait_safe(t0, limit_s)
     o.check(t_open is not None, f"contactor-open frame within {limit_s:g} s")
@@ -51,7 +48,7 @@ async def expect_safe(b: Bench, o: Outcome, t0: float, limit_s: float, code: str
     o.check(b.is_safe(), "hardware safe after the fault (contactor open, no PWM)")
 
 
-async def expect_recovery(b: Bench, o: Outcome, how: str, *, replug: bool = False) -> None:
+async def expect_recovery(b: Testbed, o: CaseReport, how: str, *, replug: bool = False) -> None:
     """The cause is gone: faults clear and charging resumes (``how`` says what was needed)."""
     if replug:
         b.r.ev_action("unplug")
@@ -65,7 +62,7 @@ async def expect_recovery(b: Bench, o: Outcome, how: str, *, replug: bool = Fals
     o.check(ok, f"charging again after recovery ({how})")
 
 
-async def continue_charging(b: Bench, o: Outcome, seconds: float) -> None:
+async def continue_charging(b: Testbed, o: CaseReport, seconds: float) -> None:
     """A fault the agent rides through: the contactor must not move."""
     t0 = b.r.now()
     await asyncio.sleep(seconds)
@@ -75,7 +72,7 @@ async def continue_charging(b: Bench, o: Outcome, seconds: float) -> None:
 
 # --- meter ------------------------------------------------------------------------------------
 
-async def meter_silent(b: Bench, o: Outcome) -> None:
+async def meter_silent(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
     grace = b.r.config.safety.meter_grace_s
@@ -87,7 +84,7 @@ async def meter_silent(b: Bench, o: Outcome) -> None:
     await expect_recovery(b, o, "by itself (meter answers) + fresh authorisation")
 
 
-async def meter_crc_errors(b: Bench, o: Outcome) -> None:
+async def meter_crc_errors(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
     b.r.inject("crc_errors", {"bus": "meter", "count": 6, "direction": "b->a"})
@@ -100,7 +97,7 @@ async def meter_crc_errors(b: Bench, o: Outcome) -> None:
     o.recovered, o.recovery = True, "nothing to recover"
 
 
-async def meter_slow(b: Bench, o: Outcome) -> None:
+async def meter_slow(b: Testbed, o: CaseReport) -> None:
     """Answers at 3x the bus timeout: most reads time out, some late answers still land."""
     if not await start_charging(b, o):
         return
@@ -124,19 +121,18 @@ async def meter_slow(b: Bench, o: Outcome) -> None:
     o.recovered, o.recovery = caught_up is not None, "by itself"
 
 
-async def meter_frozen(b: Bench, o: Outcome) -> None:
+async def meter_frozen(b: Testbed, o: CaseReport) -> None:
     """Values stop changing while the meter still answers and current flows: after
     ``METER_FROZEN_READS`` identical readings the agent treats the meter as lost."""
     if not await start_charging(b, o):
         return
     await asyncio.sleep(1.0)
-    b.r.connector().meter.freeze(True)
-    t0 = b.r.timeline.add("inject", b.r.clock(), fault="meter_freeze", value=True).t
+    t0 = b.r.inject("meter_freeze")
     cfg = b.r.config
     limit = (METER_FROZEN_READS + 1) * cfg.connectors[0].meter.poll_ms / 1000 \
         + cfg.safety.meter_grace_s + 2.0
     await expect_safe(b, o, t0, limit, "METER_LOST")
-    b.r.connector().meter.freeze(False)
+    b.r.inject("meter_freeze", False)
     await expect_recovery(b, o, "by itself (meter moves again) + fresh authorisation")
     b.r.ev_action("open_s2")
     await asyncio.sleep(0.5)
@@ -157,7 +153,7 @@ async def meter_frozen(b: Bench, o: Outcome) -> None:
 
 # --- pilot board ----------------------------------------------------------------------------
 
-async def pilot_frozen(b: Bench, o: Outcome) -> None:
+async def pilot_frozen(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
     t0 = b.r.inject("pilot_freeze", True)
@@ -166,48 +162,28 @@ async def pilot_frozen(b: Bench, o: Outcome) -> None:
     await expect_recovery(b, o, "by itself (sample_seq moves) + fresh authorisation")
 
 
-def garbage_mutator(b: Bench, rng: random.Random) -> Callable[[str, bytes], bytes | None]:
-    """Pilot-board sample answers with random register values and a valid CRC."""
-    bridge = b.r.bridges["control"]
-    original = bridge.mutate
-    unit = b.r.config.connectors[0].pilot_board.unit
-
-    def mutate(direction: str, data: bytes) -> bytes | None:
-        if (direction == "b->a" and len(data) == PILOT_SAMPLE_ANSWER_LEN and data[0] == unit
-                and data[1] == 4):
-            body = data[:3] + bytes(rng.randrange(256) for _ in range(16))
-            return body + FramerRTU.compute_CRC(body).to_bytes(2, "big")
-        return original(direction, data) if original is not None else data
-
-    return mutate
-
-
-async def pilot_garbage(b: Bench, o: Outcome) -> None:
+async def pilot_garbage(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
-    bridge = b.r.bridges["control"]
-    original = bridge.mutate
-    bridge.mutate = garbage_mutator(b, random.Random(1))
-    t0 = b.r.timeline.add("inject", b.r.clock(), fault="pilot_garbage", value=True).t
+    t0 = b.r.inject("pilot_garbage", {"seed": 1})
     await expect_safe(b, o, t0, 1.0, None)
     st = await b.status()
     o.say(f"faults {', '.join(st.get('faults') or []) or 'none'}; safe in {_ms(o.t_safe_s)}")
     o.check(bool(st.get("faults")), "a fault names the garbage")
     await asyncio.sleep(1.0)
     o.check(b.is_safe(), "stays safe while the garbage goes on")
-    bridge.mutate = original
+    b.r.inject("pilot_garbage", False)
     await expect_recovery(b, o, "unplug + plug in (latched CP faults)", replug=True)
 
 
 # --- relay board and the serial port ---------------------------------------------------------
 
-async def relay_gone(b: Bench, o: Outcome) -> None:
+async def relay_gone(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
     cfg = b.r.config.connectors[0].relay_board
-    bus = b.r.buses[cfg.bus]
-    bus.set_silent(cfg.unit, True)
-    t0 = b.r.timeline.add("inject", b.r.clock(), fault="relay_gone", value=True).t
+    where = {"bus": cfg.bus, "unit": cfg.unit}
+    t0 = b.r.inject("unit_silent", where)
     lost = b.r.config.safety.relay_lost_ms / 1000
     await b.wait_safe(t0, lost + 2.0)
     t_open, t_pwm = b.safe_times(t0)
@@ -218,7 +194,7 @@ async def relay_gone(b: Bench, o: Outcome) -> None:
     st = await b.status()
     o.check(any("RELAY_BOARD_LOST" in f for f in st.get("faults", [])), "RELAY_BOARD_LOST")
     # the board comes back: the agent must make the contacts follow its "open"
-    bus.set_silent(cfg.unit, False)
+    b.r.inject("unit_silent", {**where, "on": False})
     t1 = b.r.now()
     opened = await b.wait_rig(lambda: not b.r.contactor_closed(), 3.0)
     o.check(opened, "contactor actually open once the board answers again")
@@ -234,12 +210,12 @@ async def relay_gone(b: Bench, o: Outcome) -> None:
     await expect_recovery(b, o, "by itself (board answers) + fresh authorisation")
 
 
-async def port_vanish(b: Bench, o: Outcome) -> None:
+async def port_vanish(b: Testbed, o: CaseReport) -> None:
     if not await start_charging(b, o):
         return
     t0 = b.r.inject("port_vanish", "control")
     watchdog = b.r.config.connectors[0].pilot_board.watchdog_ms / 1000
-    board_pwm_off = await b.wait_rig(lambda: not b.r.connector().pilot.pwm_on(b.r.clock()),
+    board_pwm_off = await b.wait_rig(lambda: not b.r.probe()["pwm_on"],
                                      watchdog + 2.0)
     o.check(board_pwm_off, f"pilot board's watchdog stops PWM (<= {watchdog:g} s)")
     await b.wait_rig(lambda: b.r.ev.current_a() == 0, 5.0)
@@ -264,7 +240,7 @@ async def port_vanish(b: Bench, o: Outcome) -> None:
     await expect_recovery(b, o, "by itself (port reopened) + fresh authorisation")
 
 
-async def control_slow(b: Bench, o: Outcome) -> None:
+async def control_slow(b: Testbed, o: CaseReport) -> None:
     """Pilot-board answers 10x past the bus timeout: the board counts as lost.
 
     (At 3x, a late answer is sometimes taken for the next request of the same shape, which RTU
@@ -281,7 +257,7 @@ async def control_slow(b: Bench, o: Outcome) -> None:
     await expect_recovery(b, o, "by itself (answers in time) + fresh authorisation")
 
 
-async def finish_data_check(b: Bench, o: Outcome, tolerated: int = 0) -> None:
+async def finish_data_check(b: Testbed, o: CaseReport, tolerated: int = 0) -> None:
     """Stop the agent cleanly, then every journaled seq must have reached the broker.
 
     ``tolerated``: telemetry the journal dropped to make room and counted (``tel_dropped``);

@@ -14,16 +14,16 @@ import sys
 
 import yaml
 
-from hil.faults.bench import Bench
+from hil.faults.case_report import CaseReport
 from hil.faults.devices import continue_charging, finish_data_check, start_charging
 from hil.faults.link import end_session, sessions_check, wait_log
-from hil.faults.outcome import Outcome
-from hil.runner import REPO_ROOT
+from hil.faults.testbed import Testbed
+from hil.scenario_runner import REPO_ROOT
 
 DISK_LIMIT_MB = 0.05
 
 
-async def disk_full(b: Bench, o: Outcome) -> None:
+async def disk_full(b: Testbed, o: CaseReport) -> None:
     """The journal hits its hard limit while the link is down and events keep coming."""
     assert b.broker is not None
     if not await start_charging(b, o):
@@ -69,7 +69,7 @@ async def disk_full(b: Bench, o: Outcome) -> None:
     await finish_data_check(b, o, tolerated=b.journal_counter("tel_dropped_total"))
 
 
-async def journal_corrupt(b: Bench, o: Outcome) -> None:
+async def journal_corrupt(b: Testbed, o: CaseReport) -> None:
     """Garbage in journal.db at start-up: moved aside, fresh journal, seq above the old mark."""
     assert b.sub is not None
     if not await start_charging(b, o):
@@ -111,7 +111,7 @@ async def journal_corrupt(b: Bench, o: Outcome) -> None:
     o.recovered, o.recovery = bool(aside), "by itself at start-up"
 
 
-async def sigkill(b: Bench, o: Outcome, iterations: int = 20, seed: int = 2026) -> None:
+async def sigkill(b: Testbed, o: CaseReport, iterations: int = 20, seed: int = 2026) -> None:
     """SIGKILL at random points of sessions, restart each time; nothing recorded may be lost."""
     assert b.sub is not None
     rng = random.Random(seed)
@@ -164,7 +164,7 @@ def _agent(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, cwd=REPO_ROOT, timeout=60, stdin=subprocess.DEVNULL)
 
 
-async def config_missing(b: Bench, o: Outcome) -> None:
+async def config_missing(b: Testbed, o: CaseReport) -> None:
     missing = b.out_dir / "missing.yaml"
     t0 = b.r.now()
     for args in (("run", "-c", str(missing)), ("check-config", str(missing))):
@@ -177,7 +177,7 @@ async def config_missing(b: Bench, o: Outcome) -> None:
     o.recovered, o.recovery = None, "n/a (the installer fixes the file; systemd restarts)"
 
 
-async def config_invalid(b: Bench, o: Outcome) -> None:
+async def config_invalid(b: Testbed, o: CaseReport) -> None:
     data = yaml.safe_load(b.r.patched_config_path.read_text())
     data["safety"]["pilot_lost_ms"] = 5  # below the allowed range
     data["safety"]["debounce_sampels"] = 2  # misspelt key
@@ -199,7 +199,7 @@ async def config_invalid(b: Bench, o: Outcome) -> None:
     o.recovered, o.recovery = None, "n/a (refuses to start)"
 
 
-async def config_over_budget(b: Bench, o: Outcome) -> None:
+async def config_over_budget(b: Testbed, o: CaseReport) -> None:
     """The rig's own ports, but the meter moved onto a 9600-baud control bus: check-config
     refuses the schedule, so run must too, before a single frame reaches a board."""
     data = yaml.safe_load(b.r.patched_config_path.read_text())
@@ -221,7 +221,7 @@ async def config_over_budget(b: Bench, o: Outcome) -> None:
     o.recovered, o.recovery = None, "n/a (refuses to start)"
 
 
-async def _untouched(b: Bench, o: Outcome, t0: float) -> None:
+async def _untouched(b: Testbed, o: CaseReport, t0: float) -> None:
     await asyncio.sleep(0.2)
     frames = [e for e in b.r.timeline.events("frame", since=t0) if e.data.get("dir") == "a->b"]
     o.check(not frames, "no frame sent to any board")

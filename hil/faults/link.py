@@ -11,12 +11,12 @@ import asyncio
 import time
 from datetime import datetime
 
-from hil.faults.bench import Bench
+from hil.faults.case_report import CaseReport
 from hil.faults.devices import continue_charging, finish_data_check, start_charging
-from hil.faults.outcome import Outcome
+from hil.faults.testbed import Testbed
 
 
-async def wait_log(b: Bench, event: str, count: int, limit_s: float) -> bool:
+async def wait_log(b: Testbed, event: str, count: int, limit_s: float) -> bool:
     deadline = time.monotonic() + limit_s
     while len(b.log_events(event)) < count:
         if time.monotonic() > deadline:
@@ -29,7 +29,7 @@ def log_time(entry: dict[str, object]) -> float:
     return datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
-async def offline_activity(b: Bench, o: Outcome, seconds: float) -> None:
+async def offline_activity(b: Testbed, o: CaseReport, seconds: float) -> None:
     """While the link is down: charge on, curtail locally, end the session."""
     await b.command("limit", limit_a=16)
     await continue_charging(b, o, seconds)
@@ -37,14 +37,14 @@ async def offline_activity(b: Bench, o: Outcome, seconds: float) -> None:
     await end_session(b)
 
 
-async def end_session(b: Bench) -> None:
+async def end_session(b: Testbed) -> None:
     b.r.ev_action("open_s2")
     await asyncio.sleep(0.5)
     b.r.ev_action("unplug")
     await asyncio.sleep(0.5)
 
 
-async def sessions_check(b: Bench, o: Outcome, limit_s: float = 10.0) -> None:
+async def sessions_check(b: Testbed, o: CaseReport, limit_s: float = 10.0) -> None:
     """Every session of the ledger reported, and received once per sessionId after dedupe."""
     assert b.sub is not None
     sub = b.sub
@@ -65,7 +65,7 @@ async def sessions_check(b: Bench, o: Outcome, limit_s: float = 10.0) -> None:
     o.data_detail = f"{len(ids)} session(s), {len(missing)} missing"
 
 
-async def broker_killed(b: Bench, o: Outcome) -> None:
+async def broker_killed(b: Testbed, o: CaseReport) -> None:
     assert b.broker is not None
     if not await start_charging(b, o):
         return
@@ -85,7 +85,7 @@ async def broker_killed(b: Bench, o: Outcome) -> None:
     await finish_data_check(b, o)
 
 
-async def broker_refuses(b: Bench, o: Outcome) -> None:
+async def broker_refuses(b: Testbed, o: CaseReport) -> None:
     """The broker refuses anonymous clients (as after a credential rotation we missed)."""
     assert b.broker is not None
     if not await start_charging(b, o):
@@ -111,7 +111,7 @@ async def broker_refuses(b: Bench, o: Outcome) -> None:
     await finish_data_check(b, o)
 
 
-async def partition(b: Bench, o: Outcome) -> None:
+async def partition(b: Testbed, o: CaseReport) -> None:
     """The path to the broker goes silent: no FIN, no RST; only the keepalive can tell."""
     assert b.proxy is not None
     if not await start_charging(b, o):

@@ -19,10 +19,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from hil.faults.bench import Bench
+from hil.faults.case_report import CaseReport
 from hil.faults.devices import finish_data_check, start_charging
 from hil.faults.link import end_session, sessions_check, wait_log
-from hil.faults.outcome import Outcome
+from hil.faults.testbed import Testbed
 from hil.lazymount import LazyMount
 
 STALL_MS = 200
@@ -33,7 +33,7 @@ def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
 
 
-def acknowledged(b: Bench) -> tuple[dict[int, dict[str, Any]], set[str]]:
+def acknowledged(b: Testbed) -> tuple[dict[int, dict[str, Any]], set[str]]:
     """Events and session ids the aggregator has seen so far."""
     assert b.sub is not None
     events = {s: body for s, body in b.sub.by_seq().items() if "type" in body}
@@ -42,7 +42,7 @@ def acknowledged(b: Bench) -> tuple[dict[int, dict[str, Any]], set[str]]:
     return events, sessions
 
 
-def survived(b: Bench, events: dict[int, dict[str, Any]], sessions: set[str]) -> list[str]:
+def survived(b: Testbed, events: dict[int, dict[str, Any]], sessions: set[str]) -> list[str]:
     """What an acknowledged event or session lost at the cut (empty: nothing)."""
     state, lost = b.state_dir, []
     for name in ("journal.db", "sessions.db"):
@@ -65,7 +65,7 @@ def survived(b: Bench, events: dict[int, dict[str, Any]], sessions: set[str]) ->
     return lost
 
 
-def reissued(b: Bench) -> list[int]:
+def reissued(b: Testbed) -> list[int]:
     """Seqs the aggregator saw with two different messages (a seq issued twice)."""
     assert b.sub is not None
     first: dict[int, dict[str, Any]] = {}
@@ -77,7 +77,7 @@ def reissued(b: Bench) -> list[int]:
     return sorted(set(out))
 
 
-async def power_cut(b: Bench, o: Outcome, cuts: int = 20, seed: int = 2026) -> None:
+async def power_cut(b: Testbed, o: CaseReport, cuts: int = 20, seed: int = 2026) -> None:
     """Power cut at random moments of charging sessions, the state directory on lazyfs."""
     rng = random.Random(seed)
     disk = LazyMount(b.out_dir / "disk", b.state_dir)
@@ -126,7 +126,7 @@ async def power_cut(b: Bench, o: Outcome, cuts: int = 20, seed: int = 2026) -> N
     o.recovered, o.recovery = True, "by itself (restart on what was synced)"
 
 
-async def storage_stall(b: Bench, o: Outcome, seconds: float = 10.0) -> None:
+async def storage_stall(b: Testbed, o: CaseReport, seconds: float = 10.0) -> None:
     """Every fsync of the state directory held STALL_MS while charging and commanded."""
     disk = LazyMount(b.out_dir / "disk", b.state_dir, fsync_delay_ms=STALL_MS)
     disk.mount()
@@ -159,7 +159,7 @@ async def storage_stall(b: Bench, o: Outcome, seconds: float = 10.0) -> None:
         disk.unmount()
 
 
-async def _caught_up(b: Bench, limit_s: float = 20.0) -> None:
+async def _caught_up(b: Testbed, limit_s: float = 20.0) -> None:
     """Until the journal's high-water mark has stood still for a second, all of it delivered."""
     assert b.sub is not None
     sub, last, still = b.sub, -1, 0

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from hil.faults.bench import Bench
-from hil.faults.outcome import Outcome
+from hil.faults.case_report import CaseReport
+from hil.faults.testbed import Testbed
 
 LIMIT_A = 12.0
 FAILSAFE_A = 8.0  # RETROFIT_OVERRIDES: wallbox.failsafe_current_a
@@ -24,16 +24,15 @@ def _ms(seconds: float | None) -> str:
     return "never" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-def _unit(b: Bench) -> tuple[str, int]:
-    wb = b.r.config.wallbox_connectors()[0].wallbox
-    return wb.bus, wb.unit
+def _bus(b: Testbed) -> str:
+    return str(b.r.config.wallbox_connectors()[0].wallbox.bus)
 
 
-def _watchdog_s(b: Bench) -> float:
+def _watchdog_s(b: Testbed) -> float:
     return float(b.r.config.wallbox_connectors()[0].wallbox.watchdog_s)
 
 
-async def _charging(b: Bench, o: Outcome) -> bool:
+async def _charging(b: Testbed, o: CaseReport) -> bool:
     await b.start_agent()
     b.r.ev_action("plug_in")
     b.r.ev_action("close_s2")
@@ -43,7 +42,7 @@ async def _charging(b: Bench, o: Outcome) -> bool:
     return o.check(ok, f"charging at the installer limit {LIMIT_A:g} A before the fault")
 
 
-async def _failsafe_after(b: Bench, t0: float, limit_s: float) -> float | None:
+async def _failsafe_after(b: Testbed, t0: float, limit_s: float) -> float | None:
     def entered() -> bool:
         return b.r.timeline.first("signal", t0, name="failsafe", value=True) is not None
     await b.wait_rig(entered, limit_s)
@@ -51,12 +50,12 @@ async def _failsafe_after(b: Bench, t0: float, limit_s: float) -> float | None:
     return None if event is None else event.t - t0
 
 
-def _logged(b: Bench, code: str, text: str = "") -> bool:
+def _logged(b: Testbed, code: str, text: str = "") -> bool:
     return any(e.get("event") == "fault_raised" and code in str(e.get("code", ""))
                and text in str(e.get("detail", "")) for e in b.log_events("fault_raised"))
 
 
-async def _expect_failsafe(b: Bench, o: Outcome, t0: float) -> None:
+async def _expect_failsafe(b: Testbed, o: CaseReport, t0: float) -> None:
     watchdog = _watchdog_s(b)
     t = await _failsafe_after(b, t0, watchdog + 3.0)
     at = b.r.offered_a()
@@ -67,37 +66,34 @@ async def _expect_failsafe(b: Bench, o: Outcome, t0: float) -> None:
     o.safe_detail = f"wallbox at its fail-safe {at:g} A after {_ms(t)} (its watchdog)"
 
 
-async def _expect_recovery(b: Bench, o: Outcome, how: str, limit_s: float = 10.0) -> None:
+async def _expect_recovery(b: Testbed, o: CaseReport, how: str, limit_s: float = 10.0) -> None:
     t0 = b.r.now()
     back = await b.wait_rig(lambda: abs(b.r.offered_a() - LIMIT_A) < 0.01 and
-                            not b.r.connector().sim.failsafe_active(b.r.clock()), limit_s)
+                            not b.r.connector().failsafe_active(), limit_s)
     st = await b.wait_status(lambda s: not s.get("faults"), 5.0)
     o.recovered = back and st is not None
     o.recovery = (f"{how}: back at {LIMIT_A:g} A in {_ms(b.r.now() - t0)}" if o.recovered
                   else f"not back at {LIMIT_A:g} A (offers {b.r.offered_a():g} A)")
 
 
-async def wallbox_silent(b: Bench, o: Outcome) -> None:
+async def wallbox_silent(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
-    bus, unit = _unit(b)
-    b.r.buses[bus].set_silent(unit, True)
-    t0 = b.r.timeline.add("inject", b.r.clock(), fault="wallbox_silent", value=True).t
+    t0 = b.r.inject("wallbox_silent")
     await _expect_failsafe(b, o, t0)
     await asyncio.sleep(1.0)
     o.check(_logged(b, "WALLBOX_LOST"), "WALLBOX_LOST raised")
     o.say(f"WALLBOX_LOST; the wallbox fell back to {FAILSAFE_A:g} A by its own watchdog")
-    b.r.buses[bus].set_silent(unit, False)
+    b.r.inject("wallbox_silent", False)
     await _expect_recovery(b, o, "answers again: limit, watchdog, fail-safe re-programmed")
 
 
-async def wallbox_slow(b: Bench, o: Outcome) -> None:
+async def wallbox_slow(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
-    bus, unit = _unit(b)
+    bus = _bus(b)
     timeout = b.r.config.buses[bus].timeout_ms / 1000
-    b.r.buses[bus].set_latency(unit, 3 * timeout)
-    t0 = b.r.timeline.add("inject", b.r.clock(), fault="wallbox_slow", value=3 * timeout).t
+    t0 = b.r.inject("wallbox_slow", {"latency_ms": 3 * timeout * 1000})
     await asyncio.sleep(3.0)
     offers = [float(e.data["value"]) for e in b.r.timeline.events("signal", since=t0,
                                                                  name="offered_a")]
@@ -107,16 +103,15 @@ async def wallbox_slow(b: Bench, o: Outcome) -> None:
     o.say(f"late answers ({3 * timeout * 1000:.0f} ms, 3x timeout) dropped, never taken for the "
           f"next; {'WALLBOX_LOST, paused' if lost else 'kept charging'}; offers "
           f"{b.r.offered_a():g} A")
-    b.r.buses[bus].set_latency(unit, b.r.options.device_latency_s)
+    b.r.inject("wallbox_slow", False)
     await _expect_recovery(b, o, "answers in time again")
 
 
-async def wallbox_reset(b: Bench, o: Outcome) -> None:
+async def wallbox_reset(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
-    sim = b.r.connector().sim
-    sim.reset(b.r.clock())
-    t0 = b.r.timeline.add("inject", b.r.clock(), fault="wallbox_reset", value=True).t
+    sim = b.r.connector()
+    t0 = b.r.inject("wallbox_reset")
     verify = b.r.config.wallbox_connectors()[0].wallbox.verify_s
     ok = await b.wait_rig(lambda: sim.memory["watchdog_timeout"] == 2000 and
                           sim.memory["standby"] == 4 and sim.memory["failsafe_current"] == 80
@@ -132,12 +127,10 @@ async def wallbox_reset(b: Bench, o: Outcome) -> None:
     o.recovered, o.recovery = ok, f"by itself in {_ms(t)}"
 
 
-async def wallbox_state_invalid(b: Bench, o: Outcome) -> None:
+async def wallbox_state_invalid(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
-    sim = b.r.connector().sim
-    sim.state_override = 42
-    t0 = b.r.timeline.add("inject", b.r.clock(), fault="wallbox_state", value=42).t
+    t0 = b.r.inject("wallbox_state", 42)
     paused = await b.wait_rig(lambda: b.r.offered_a() == 0.0, 5.0)
     write = next((e for e in b.r.timeline.events("wallbox_write", since=t0,
                                                   register="max_current") if
@@ -148,11 +141,11 @@ async def wallbox_state_invalid(b: Bench, o: Outcome) -> None:
     o.t_safe_s = None if write is None else write.t - t0
     o.safe_detail = f"paused (current register 0) after {_ms(o.t_safe_s)}"
     o.say("WALLBOX_STATE_INVALID (state value 42 is not in its table); paused")
-    sim.state_override = None
+    b.r.inject("wallbox_state", None)
     await _expect_recovery(b, o, "a state of the table again")
 
 
-async def wallbox_bus_cut(b: Bench, o: Outcome) -> None:
+async def wallbox_bus_cut(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
     t0 = b.r.inject("bus_cut")
@@ -164,7 +157,7 @@ async def wallbox_bus_cut(b: Bench, o: Outcome) -> None:
     await _expect_recovery(b, o, "cable back: re-programmed")
 
 
-async def wallbox_agent_killed(b: Bench, o: Outcome) -> None:
+async def wallbox_agent_killed(b: Testbed, o: CaseReport) -> None:
     if not await _charging(b, o):
         return
     t0 = b.r.now()

@@ -13,8 +13,9 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from drivers.bus import BusScheduler, Priority
 from drivers.errors import DriverError, DriverIOError, DriverTimeoutError, ModbusExceptionError
 from drivers.pilot_board import PilotBoardDriver
+from hil.poll import wait_until
 from hil.ptybridge import LineSettings
-from tests.drivers.rigs import rig, wait_until
+from tests.drivers.rigs import rig
 
 METER, PILOT = 1, 2
 HOLDING = [1000 + i for i in range(20)]

@@ -26,16 +26,8 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterResponse,
 )
 
-from hil.fuzz import (
-    KINDS,
-    FuzzRig,
-    benign,
-    decode_frame,
-    fuzz_run,
-    indistinguishable,
-    mutate,
-    seal,
-)
+from hil.fuzz import FuzzRig, fuzz_run
+from hil.fuzz_frames import KINDS, benign, decode_frame, indistinguishable, mutate, seal
 
 T = TypeVar("T")
 EXAMPLES = int(os.environ.get("EVSE_FUZZ_EXAMPLES", "200"))

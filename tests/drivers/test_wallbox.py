@@ -12,11 +12,12 @@ from drivers.interfaces import Wallbox
 from drivers.wallbox import EVSE_WB_DIN, HEIDELBERG, PHOENIX_EV_CC, WallboxProfile
 from drivers.wallbox.driver import WallboxDriver
 from drivers.wallbox.profiles import WallboxCommand
+from hil.poll import wait_until
 from hil.ptybridge import LineSettings
 from hil.wallbox_sim import WallboxQuirks, WallboxSim
-from tests.drivers.rigs import rig, wait_until
+from tests.drivers.rigs import rig
 
-# The pty carries no parity (hil.wallbox_rig): the bridge keeps each profile's line timing.
+# The pty carries no parity (hil.simrig_wallbox): the bridge keeps each profile's line timing.
 LINES = {"heidelberg": LineSettings(19200, "N", 1), "phoenix-ev-cc": LineSettings(9600),
          "evse-wb-din": LineSettings(9600)}
 

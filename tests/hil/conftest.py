@@ -13,17 +13,6 @@ from hil.rig import Rig, RigOptions
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "config" / "evse-agent.example.yaml"
-HIL_RERUNS = 2
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Whole-system tests share two cores with their simulated hardware: the rig's own event
-    loop occasionally stalls (its timeline records ``rig_stall``), the boards go silent and the
-    agent rightly reports them lost. Such a test is run again, at most twice; a real regression
-    fails every run."""
-    for item in items:
-        if "/tests/hil/" in str(item.path):
-            item.add_marker(pytest.mark.flaky(reruns=HIL_RERUNS, reruns_delay=1))
 
 
 @pytest.fixture

@@ -6,39 +6,34 @@
         await a.wait_offer(10)
 
 Why the parts: the rig simulates the boards, meter and EV on real pty serial ports; the agent
-runs as a separate process (``hil.runner.AgentProcess``, stopped or killed by PID); the test
-watches the broker through a ``Recorder`` subscribed to ``{root}/{id}/#``. Commands get a fresh
-id, an increasing ``seq`` and ``issuedAt`` now; replies are matched on ``commandId``.
+runs as a separate process (``hil.agent_process.AgentProcess``, stopped or killed by PID); the
+test watches the broker through a ``Recorder`` subscribed to ``{root}/{id}/#``. Commands get a
+fresh id, an increasing ``seq`` and ``issuedAt`` now; replies are matched on ``commandId``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import signal
 import subprocess
-import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.api.jws import sign_envelope
 from agent.config import parse_config
-from hil.rig import RigOptions
-from hil.runner import AgentProcess
+from hil.agent_process import AgentProcess
+from hil.broker import Mosquitto
+from hil.envelope import envelope
+from hil.poll import wait_until
+from hil.recorder import Recorder
 from hil.scenario import deep_merge
-from hil.wallbox_rig import make_rig
-from tests.broker import MosquittoBroker, Recorder, wait_until
+from hil.station import Station
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "config" / "evse-agent.example.yaml"
 ROOT = "evse/v1"
-ISSUER = "agg-1"
 WAIT_S = 20.0
 # The safety timings are not under test here: wider margins keep a busy CI host (the rig shares
 # this process's event loop) from raising PILOT_BOARD_LOST in the middle of an orderly test.
@@ -49,29 +44,6 @@ LOADED_HOST: dict[str, Any] = {
                # the 40 ms timeout puts the bound at ~134 ms: run refuses that without this
                "accept_reaction_bound_over_budget": True},
 }
-_seq = itertools.count(int(datetime.now(UTC).timestamp() * 1000))  # above any earlier run's
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def now_iso(offset_s: float = 0.0) -> str:
-    return iso(datetime.now(UTC) + timedelta(seconds=offset_s))
-
-
-def envelope(type_: str, body: Mapping[str, Any], *, connector: int | None = None,
-             key: Ed25519PrivateKey | None = None, **fields: Any) -> dict[str, Any]:
-    """A command envelope; ``fields`` override id/issuer/issuedAt/seq/expiresAt."""
-    env: dict[str, Any] = {"v": 1, "id": f"c-{uuid.uuid4().hex[:16]}", "type": type_,
-                           "issuer": ISSUER, "issuedAt": now_iso(), "seq": next(_seq),
-                           "body": dict(body)}
-    if connector is not None:
-        env["connector"] = connector
-    env.update(fields)
-    if key is not None:
-        env["sig"] = sign_envelope(env, key)
-    return env
 
 
 def agent_config(device_id: str, overrides: Mapping[str, Any] | None = None,
@@ -93,7 +65,7 @@ class AgentOnRig:
     def __init__(
         self,
         run_dir: Path,
-        broker: MosquittoBroker,
+        broker: Mosquitto,
         *,
         device_id: str = "CN-TEST-0001",
         mqtt: Mapping[str, Any] | None = None,
@@ -112,22 +84,25 @@ class AgentOnRig:
             "random_delay_max_s": 0, "telemetry_period_s": 2, "telemetry_idle_period_s": 5,
             "keepalive_s": 5, **(mqtt or {})}
         self.config = agent_config(device_id, overrides, connector, base)
-        self.rig = make_rig(self.config, run_dir / "rig", options=RigOptions())
+        self.station = Station(self.config, run_dir, mqtt=self.mqtt)
+        self.rig = self.station.rig
         self.recorder = Recorder(broker.host, broker.port, [f"{self.base}/#"],
                                  identifier=f"test-consumer-{device_id}" if recorder_session
                                  else None, session=recorder_session)
-        self.agent: AgentProcess | None = None
-        self.config_path = run_dir / "agent-mqtt.yaml"
-        self._boots = 0
+
+    @property
+    def agent(self) -> AgentProcess | None:
+        return self.station.agent
+
+    @property
+    def config_path(self) -> Path:
+        return self.station.config_path
 
     # --- life cycle --------------------------------------------------------------------------
 
     async def __aenter__(self) -> AgentOnRig:
-        await self.rig.start()
+        await self.station.open()
         try:
-            data = self.rig.patched_config()
-            data["mqtt"] = self.mqtt
-            self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
             await self.recorder.connect()
             await self.start_agent()
         except BaseException:
@@ -139,32 +114,25 @@ class AgentOnRig:
         await self.close()
 
     async def close(self) -> None:
-        if self.agent is not None:
-            await asyncio.to_thread(self.agent.stop)
-        self.rig.timeline.save(self.run_dir / "timeline.json")  # evidence when a test fails
-        await self.recorder.close()
-        await self.rig.stop()
+        try:
+            await self.station.close()
+        finally:
+            await self.recorder.close()
 
     async def start_agent(self, wait_online: bool = True) -> None:
-        self._boots += 1
-        self.agent = AgentProcess(self.config_path, self.run_dir / f"agent-{self._boots}.log")
         seen = len(self.recorder.on(f"{self.base}/status"))
-        self.agent.start()
-        await self.agent.wait_ready()
+        await self.station.start_agent()
         if wait_online:
             await self.wait(lambda: any(s.get("online") for s in
                                         self.recorder.json_on(f"{self.base}/status")[seen:]),
                             "birth status")
 
     async def stop_agent(self) -> int | None:
-        assert self.agent is not None
-        return await asyncio.to_thread(self.agent.stop)
+        return await self.station.stop_agent()
 
     def kill_agent(self) -> None:
         """SIGKILL by PID: a crash, nothing flushed."""
-        assert self.agent is not None and self.agent.proc is not None
-        self.agent.proc.send_signal(signal.SIGKILL)
-        self.agent.proc.wait(5)
+        self.station.kill_agent()
 
     async def broker_down(self, kill: bool = False) -> None:
         """Stop (or SIGKILL) the broker off the event loop: the rig must keep answering."""

@@ -22,7 +22,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.broker import ClientCert, MosquittoBroker, Recorder, TestPki, make_test_pki
+from hil.broker import Mosquitto
+from hil.pki import ClientCert, Pki, make_pki
+from hil.recorder import Recorder
 from tests.conftest import LinkFactory
 
 pytestmark = pytest.mark.mqtt
@@ -72,15 +74,15 @@ def make_acl(tmp_path: Path, inventory: str, *args: str) -> subprocess.Completed
 
 
 @pytest.fixture
-def acl_broker(mosquitto_factory: Callable[..., MosquittoBroker],
-               tmp_path: Path) -> MosquittoBroker:
+def acl_broker(mosquitto_factory: Callable[..., Mosquitto],
+               tmp_path: Path) -> Mosquitto:
     acl = tmp_path / "evse.acl"
     done = make_acl(tmp_path, INVENTORY, "--aggregator", AGG, "--out", str(acl))
     assert done.returncode == 0, done.stderr
     return mosquitto_factory(tls=True, extra_config=production_directives(acl))
 
 
-def pki_of(broker: MosquittoBroker) -> TestPki:
+def pki_of(broker: Mosquitto) -> Pki:
     assert broker.pki is not None and broker.tls_port is not None
     return broker.pki
 
@@ -96,7 +98,7 @@ def tls_context(ca_file: Path, cert: ClientCert | None) -> ssl.SSLContext:
 class TlsRecorder(Recorder):
     """``Recorder`` over the mutual-TLS listener, as the certificate holder ``cn``."""
 
-    def __init__(self, broker: MosquittoBroker, cn: str, topics: list[str]) -> None:
+    def __init__(self, broker: Mosquitto, cn: str, topics: list[str]) -> None:
         assert broker.tls_port is not None
         super().__init__(broker.host, broker.tls_port, topics, identifier=f"rec-{cn}")
         pki = pki_of(broker)
@@ -122,7 +124,7 @@ class TlsRecorder(Recorder):
 
 
 @asynccontextmanager
-async def session(broker: MosquittoBroker, cn: str,
+async def session(broker: Mosquitto, cn: str,
                   topics: list[str] | None = None) -> AsyncIterator[TlsRecorder]:
     rec = TlsRecorder(broker, cn, topics or [])
     await rec.connect()
@@ -205,12 +207,12 @@ def test_generator_refuses_names_that_widen_a_grant(
 # --- mutual TLS -------------------------------------------------------------------------------
 
 
-async def test_device_with_a_fleet_certificate_connects(acl_broker: MosquittoBroker) -> None:
+async def test_device_with_a_fleet_certificate_connects(acl_broker: Mosquitto) -> None:
     async with session(acl_broker, A, [t(A, "cmd")]) as dev:
         assert dev.granted == [1]
 
 
-async def test_client_without_a_certificate_is_refused(acl_broker: MosquittoBroker) -> None:
+async def test_client_without_a_certificate_is_refused(acl_broker: Mosquitto) -> None:
     assert acl_broker.tls_port is not None
     ctx = tls_context(pki_of(acl_broker).ca_cert, None)
     client = aiomqtt.Client(acl_broker.host, acl_broker.tls_port, identifier="no-cert",
@@ -220,10 +222,10 @@ async def test_client_without_a_certificate_is_refused(acl_broker: MosquittoBrok
             pass
 
 
-async def test_certificate_from_another_ca_is_refused(acl_broker: MosquittoBroker,
+async def test_certificate_from_another_ca_is_refused(acl_broker: Mosquitto,
                                                       tmp_path: Path) -> None:
     assert acl_broker.tls_port is not None
-    rogue = make_test_pki(tmp_path / "rogue-ca").issue_client(A)  # same CN, wrong issuer
+    rogue = make_pki(tmp_path / "rogue-ca").issue_client(A)  # same CN, wrong issuer
     ctx = tls_context(pki_of(acl_broker).ca_cert, rogue)
     client = aiomqtt.Client(acl_broker.host, acl_broker.tls_port, identifier="rogue",
                             timeout=2, protocol=aiomqtt.ProtocolVersion.V5, tls_context=ctx)
@@ -233,7 +235,7 @@ async def test_certificate_from_another_ca_is_refused(acl_broker: MosquittoBroke
 
 
 async def test_anonymous_client_is_refused_on_a_plain_listener(
-    acl_broker: MosquittoBroker,
+    acl_broker: Mosquitto,
 ) -> None:
     client = aiomqtt.Client(acl_broker.host, acl_broker.port, identifier="anon", timeout=2,
                             protocol=aiomqtt.ProtocolVersion.V5)
@@ -245,7 +247,7 @@ async def test_anonymous_client_is_refused_on_a_plain_listener(
 # --- per-device ACL ---------------------------------------------------------------------------
 
 
-async def test_device_publishes_to_its_own_subtree(acl_broker: MosquittoBroker) -> None:
+async def test_device_publishes_to_its_own_subtree(acl_broker: Mosquitto) -> None:
     own = [t(A, k) for k in ("status", "state", "tel", "evt", "rsp")] + [f"{t(A, 'rsp')}/agg-1"]
     async with session(acl_broker, AGG, ["evse/v1/#"]) as agg, session(acl_broker, A) as dev:
         for topic in own:
@@ -254,7 +256,7 @@ async def test_device_publishes_to_its_own_subtree(acl_broker: MosquittoBroker) 
     assert {m.topic.value for m in agg.messages} == set(own)
 
 
-async def test_device_cannot_write_outside_its_subtree(acl_broker: MosquittoBroker) -> None:
+async def test_device_cannot_write_outside_its_subtree(acl_broker: Mosquitto) -> None:
     forbidden = [t(B, k) for k in ("status", "state", "tel", "evt", "rsp")] + [
         t(A, "cmd"), t(B, "cmd"), group_cmd(GROUP_A), f"evse/v1/{A}", "evse/v1/x", "other/topic",
     ]
@@ -278,7 +280,7 @@ async def test_device_cannot_write_outside_its_subtree(acl_broker: MosquittoBrok
 
 
 async def test_device_reads_only_its_own_and_its_groups_commands(
-    acl_broker: MosquittoBroker,
+    acl_broker: Mosquitto,
 ) -> None:
     readable = [t(A, "cmd"), group_cmd(GROUP_A)]
     unreadable = [t(B, "cmd"), group_cmd(GROUP_B), t(B, "evt"), t(B, "status")]
@@ -298,7 +300,7 @@ async def test_device_reads_only_its_own_and_its_groups_commands(
     assert all(m.payload == b"for-a" for m in dev.messages)
 
 
-async def test_aggregator_commands_reach_the_device(acl_broker: MosquittoBroker) -> None:
+async def test_aggregator_commands_reach_the_device(acl_broker: Mosquitto) -> None:
     async with session(acl_broker, A, [t(A, "cmd"), group_cmd(GROUP_A)]) as dev, \
             session(acl_broker, AGG, ["evse/v1/#"]) as agg:
         await agg.publish(t(A, "cmd"), b'{"id":"direct"}')
@@ -309,7 +311,7 @@ async def test_aggregator_commands_reach_the_device(acl_broker: MosquittoBroker)
 
 
 async def test_certificate_not_in_the_inventory_gets_only_its_own_subtree(
-    acl_broker: MosquittoBroker,
+    acl_broker: Mosquitto,
 ) -> None:
     stranger = "CN-TEST-NEW"
     async with session(acl_broker, stranger, [t(stranger, "cmd"), group_cmd(GROUP_A)]) as dev, \
@@ -323,7 +325,7 @@ async def test_certificate_not_in_the_inventory_gets_only_its_own_subtree(
 
 
 async def test_the_agent_link_works_within_its_acl(
-    acl_broker: MosquittoBroker, link_factory: LinkFactory
+    acl_broker: Mosquitto, link_factory: LinkFactory
 ) -> None:
     """The real Link: birth and will, commands direct and by group, replies via rsp and v5."""
     pki = pki_of(acl_broker)

@@ -14,7 +14,7 @@ import pytest
 
 from hil.broker import mosquitto_binary
 from hil.faults.cases import CASES, FaultCase
-from hil.faults.runner import FULL_SIGKILL, render_markdown, run_case
+from hil.faults.matrix import FULL_SIGKILL, render_markdown, run_case
 from hil.lazymount import fuse_missing
 
 POWER_CUTS = 5

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from hil.gbt34657 import ITEMS, SCENARIOS, back_to_back
-from hil.runner import run_scenario
 from hil.scenario import load_scenario
+from hil.scenario_runner import run_scenario
 
 pytestmark = pytest.mark.hil
 

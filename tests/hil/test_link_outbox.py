@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent.link import MemoryOutbox
-from tests.broker import MosquittoBroker, Recorder, wait_until
+from hil.broker import Mosquitto
+from hil.poll import wait_until
+from hil.recorder import Recorder
 from tests.conftest import LinkFactory, LinkHarness
 
 pytestmark = pytest.mark.mqtt
@@ -31,7 +33,7 @@ def first_seen(order: list[int]) -> list[int]:
 
 
 async def outage_with_backlog(
-    broker: MosquittoBroker, link_factory: LinkFactory, backlog: int
+    broker: Mosquitto, link_factory: LinkFactory, backlog: int
 ) -> tuple[LinkHarness, Recorder]:
     """Link up, broker down, ``backlog`` rows queued (evt/tel mixed), broker back up.
 
@@ -52,7 +54,7 @@ async def outage_with_backlog(
 
 
 async def test_backlog_from_an_outage_is_delivered_in_order_and_marked(
-    mosquitto_factory: Callable[..., MosquittoBroker], link_factory: LinkFactory
+    mosquitto_factory: Callable[..., Mosquitto], link_factory: LinkFactory
 ) -> None:
     broker = mosquitto_factory(persistence=True)
     h, rec = await outage_with_backlog(broker, link_factory, BACKLOG)
@@ -71,7 +73,7 @@ async def test_backlog_from_an_outage_is_delivered_in_order_and_marked(
 
 
 async def test_live_messages_overtake_the_backlog_while_it_drains(
-    mosquitto_factory: Callable[..., MosquittoBroker], link_factory: LinkFactory
+    mosquitto_factory: Callable[..., Mosquitto], link_factory: LinkFactory
 ) -> None:
     broker = mosquitto_factory(persistence=True)
     h, rec = await outage_with_backlog(broker, link_factory, BACKLOG)
@@ -92,7 +94,7 @@ async def test_live_messages_overtake_the_backlog_while_it_drains(
         await rec.close()
 
 
-async def test_new_rows_are_published_when_notified(broker: MosquittoBroker,
+async def test_new_rows_are_published_when_notified(broker: Mosquitto,
                                                    link_factory: LinkFactory) -> None:
     async with Recorder(broker.host, broker.port, [EVT, TEL]) as rec:
         h = await link_factory(broker.host, broker.port)
@@ -104,7 +106,7 @@ async def test_new_rows_are_published_when_notified(broker: MosquittoBroker,
         await wait_until(lambda: h.outbox.unsent == 0, what="marked")
 
 
-async def test_with_the_real_journal(broker: MosquittoBroker, link_factory: LinkFactory,
+async def test_with_the_real_journal(broker: Mosquitto, link_factory: LinkFactory,
                                      tmp_path: Path) -> None:
     journal_mod = pytest.importorskip("agent.journal")
     journal = journal_mod.Journal(tmp_path / "journal.db", device_id=DEV,

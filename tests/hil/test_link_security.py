@@ -12,7 +12,10 @@ import pytest
 from agent.errors import ConfigError, LinkError
 from agent.link import Link, LinkSettings, MemoryOutbox, Reply
 from agent.link.ports import CommandMessage
-from tests.broker import MosquittoBroker, Recorder, make_test_pki, wait_until
+from hil.broker import Mosquitto
+from hil.pki import make_pki
+from hil.poll import wait_until
+from hil.recorder import Recorder
 from tests.conftest import LinkFactory
 
 pytestmark = pytest.mark.mqtt
@@ -22,7 +25,7 @@ STATUS, CMD, RSP = (f"evse/v1/{DEV}/{t}" for t in ("status", "cmd", "rsp"))
 
 
 async def test_mutual_tls_connects_with_a_client_certificate(
-    tls_broker: MosquittoBroker, link_factory: LinkFactory
+    tls_broker: Mosquitto, link_factory: LinkFactory
 ) -> None:
     pki = tls_broker.pki
     assert pki is not None and tls_broker.tls_port is not None
@@ -39,7 +42,7 @@ async def test_mutual_tls_connects_with_a_client_certificate(
 
 
 async def test_mutual_tls_without_a_client_certificate_never_connects(
-    tls_broker: MosquittoBroker, link_factory: LinkFactory
+    tls_broker: Mosquitto, link_factory: LinkFactory
 ) -> None:
     pki = tls_broker.pki
     assert pki is not None and tls_broker.tls_port is not None
@@ -54,9 +57,9 @@ async def test_mutual_tls_without_a_client_certificate_never_connects(
 
 
 async def test_server_certificate_from_another_ca_is_refused(
-    tls_broker: MosquittoBroker, link_factory: LinkFactory, tmp_path: Path
+    tls_broker: Mosquitto, link_factory: LinkFactory, tmp_path: Path
 ) -> None:
-    other = make_test_pki(tmp_path / "other-ca")
+    other = make_pki(tmp_path / "other-ca")
     assert tls_broker.tls_port is not None
     h = await link_factory("127.0.0.1", tls_broker.tls_port, tls=True,
                            ca_file=str(other.ca_cert), cert_file=str(other.client.cert),
@@ -126,7 +129,7 @@ async def _v3_only_proxy(upstream_port: int) -> tuple[asyncio.Server, int]:
 
 
 async def test_falls_back_to_311_when_the_broker_refuses_v5(
-    broker: MosquittoBroker, link_factory: LinkFactory
+    broker: Mosquitto, link_factory: LinkFactory
 ) -> None:
     server, port = await _v3_only_proxy(broker.port)
     async with server:

@@ -13,7 +13,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.broker import MosquittoBroker, Recorder, wait_until
+from hil.broker import Mosquitto
+from hil.poll import wait_until
+from hil.recorder import Recorder
 from tests.conftest import LinkFactory
 
 pytestmark = pytest.mark.mqtt
@@ -45,7 +47,7 @@ def command(cid: str) -> bytes:
     return json.dumps({"v": 1, "id": cid, "type": "setLimit", "issuer": "agg-1"}).encode()
 
 
-async def test_birth_and_state_are_retained(broker: MosquittoBroker,
+async def test_birth_and_state_are_retained(broker: Mosquitto,
                                             link_factory: LinkFactory) -> None:
     h = await link_factory(broker.host, broker.port)
     await h.wait_connected()
@@ -61,7 +63,7 @@ async def test_birth_and_state_are_retained(broker: MosquittoBroker,
 
 
 async def test_will_is_published_when_the_agent_process_is_sigkilled(
-    broker: MosquittoBroker,
+    broker: Mosquitto,
 ) -> None:
     boot = "boot-child-1"
     child = await asyncio.create_subprocess_exec(
@@ -93,7 +95,7 @@ async def test_will_is_published_when_the_agent_process_is_sigkilled(
         await child.wait()
 
 
-async def test_resubscribes_after_a_broker_restart(broker: MosquittoBroker,
+async def test_resubscribes_after_a_broker_restart(broker: Mosquitto,
                                                    link_factory: LinkFactory) -> None:
     h = await link_factory(broker.host, broker.port)
     await h.wait_connected()
@@ -112,7 +114,7 @@ async def test_resubscribes_after_a_broker_restart(broker: MosquittoBroker,
 
 
 async def test_v5_reply_goes_to_response_topic_with_correlation_data(
-    broker: MosquittoBroker, link_factory: LinkFactory
+    broker: Mosquitto, link_factory: LinkFactory
 ) -> None:
     h = await link_factory(broker.host, broker.port)
     await h.wait_connected()
@@ -132,7 +134,7 @@ async def test_v5_reply_goes_to_response_topic_with_correlation_data(
 
 @pytest.mark.parametrize("agent_protocol", ["5", "3.1.1"])
 async def test_v311_command_gets_its_reply_on_rsp(
-    broker: MosquittoBroker, link_factory: LinkFactory, agent_protocol: str
+    broker: Mosquitto, link_factory: LinkFactory, agent_protocol: str
 ) -> None:
     h = await link_factory(broker.host, broker.port, protocol=agent_protocol)
     await h.wait_connected()
@@ -145,7 +147,7 @@ async def test_v311_command_gets_its_reply_on_rsp(
 
 @pytest.mark.parametrize("agent_protocol", ["5", "3.1.1"])
 async def test_command_sent_while_agent_is_away_arrives_on_reconnect(
-    broker: MosquittoBroker, link_factory: LinkFactory, agent_protocol: str
+    broker: Mosquitto, link_factory: LinkFactory, agent_protocol: str
 ) -> None:
     first = await link_factory(broker.host, broker.port, protocol=agent_protocol)
     await first.wait_connected()
@@ -161,7 +163,7 @@ async def test_command_sent_while_agent_is_away_arrives_on_reconnect(
     assert first.commands == []
 
 
-async def test_retained_command_is_not_executed(broker: MosquittoBroker,
+async def test_retained_command_is_not_executed(broker: Mosquitto,
                                                 link_factory: LinkFactory) -> None:
     async with Recorder(broker.host, broker.port, []) as rec:
         await rec.publish(CMD, command("stale-retained"), retain=True)
@@ -173,7 +175,7 @@ async def test_retained_command_is_not_executed(broker: MosquittoBroker,
 
 
 async def test_publish_state_while_offline_goes_out_on_connect_and_decommission_clears_it(
-    broker: MosquittoBroker, link_factory: LinkFactory
+    broker: Mosquitto, link_factory: LinkFactory
 ) -> None:
     h = await link_factory(broker.host, broker.port, start=False, with_state=False)
     h.link.publish_state({"connectors": [{"connector": 1, "pilot": "A"}]})  # superseded
@@ -196,7 +198,7 @@ async def test_publish_state_while_offline_goes_out_on_connect_and_decommission_
 
 
 async def test_a_failing_command_handler_does_not_take_the_link_down(
-    broker: MosquittoBroker, link_factory: LinkFactory
+    broker: Mosquitto, link_factory: LinkFactory
 ) -> None:
     h = await link_factory(broker.host, broker.port)
     await h.wait_connected()

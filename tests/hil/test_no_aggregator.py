@@ -21,9 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
+from hil.agent_process import AgentProcess
+from hil.broker import Mosquitto
+from hil.poll import wait_until
+from hil.recorder import Recorder
 from hil.rig import Rig, RigOptions
-from hil.runner import AgentProcess
-from tests.broker import MosquittoBroker, Recorder, wait_until
 from tests.hil.orderly_harness import agent_config, run_cli
 
 pytestmark = pytest.mark.hil
@@ -144,7 +146,7 @@ async def charge_once(rig: Rig, cfg: Path, sessions_before: int) -> dict[str, An
 
 
 async def test_local_history_stays_local_when_an_aggregator_is_configured_later(
-        tmp_path: Path, broker: MosquittoBroker) -> None:
+        tmp_path: Path, broker: Mosquitto) -> None:
     device = "CN-LOCAL-0002"
     config = agent_config(device, {"mqtt": None})
     async with Rig(config, tmp_path / "run", options=RigOptions()) as rig:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from hil.broker import Mosquitto
 from hil.ev import current_from_duty
-from tests.broker import MosquittoBroker
 from tests.hil.orderly_harness import REPO, AgentOnRig, run_cli
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.hil]
@@ -34,7 +34,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 async def test_the_aggregator_examples_run_against_a_live_agent(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     if not all(shutil.which(c) for c in ("mosquitto_pub", "mosquitto_sub", "mosquitto_rr")):
         pytest.skip("mosquitto-clients not installed")

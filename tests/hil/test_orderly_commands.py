@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.broker import MosquittoBroker, Recorder
-from tests.hil.orderly_harness import AgentOnRig, envelope, now_iso
+from hil.broker import Mosquitto
+from hil.envelope import envelope, now_iso
+from hil.recorder import Recorder
+from tests.hil.orderly_harness import AgentOnRig
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.hil]
 
@@ -26,7 +28,7 @@ def accepted(reply: dict[str, Any]) -> bool:
 
 
 async def test_limits_profiles_composite_config_and_resync_are_applied(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     async with AgentOnRig(tmp_path, broker) as a:
         await a.plug_and_charge()
@@ -88,7 +90,7 @@ async def test_limits_profiles_composite_config_and_resync_are_applied(
         assert min(evt_seqs) == 1
 
 
-async def test_remote_start_and_stop_session(broker: MosquittoBroker, tmp_path: Path) -> None:
+async def test_remote_start_and_stop_session(broker: Mosquitto, tmp_path: Path) -> None:
     async with AgentOnRig(tmp_path, broker, connector={"authorisation": "remote"}) as a:
         early = await a.send("startSession", {"idTag": "RFID-0001"})
         assert (early["status"], early["reason"]) == ("rejected", "NO_ACTIVE_SESSION")
@@ -134,7 +136,7 @@ async def test_remote_start_and_stop_session(broker: MosquittoBroker, tmp_path: 
 
 
 async def test_decommission_stops_charging_and_retires_the_charger(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     async with AgentOnRig(tmp_path, broker) as a:
         await a.plug_and_charge()
@@ -166,7 +168,7 @@ async def test_decommission_stops_charging_and_retires_the_charger(
 
 
 async def test_every_refusal_is_answered_with_its_reason(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     async with AgentOnRig(tmp_path, broker) as a:
         await a.plug_and_charge()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.broker import MosquittoBroker
+from hil.broker import Mosquitto
 from tests.hil.orderly_harness import AgentOnRig
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.hil]
@@ -43,7 +43,7 @@ def delays_reported(a: AgentOnRig) -> list[int]:
 
 
 async def test_failsafe_entered_offline_and_lifted_on_reconnect(
-    mosquitto_factory: Callable[..., MosquittoBroker], tmp_path: Path
+    mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path
 ) -> None:
     broker = mosquitto_factory(persistence=True)
     mqtt = {"failsafe": {"after_s": 3, "value": 8, "unit": "A"}, "telemetry_period_s": 1}
@@ -74,7 +74,7 @@ async def test_failsafe_entered_offline_and_lifted_on_reconnect(
 
 
 async def test_random_delay_is_drawn_reported_and_waited(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     seed, max_s = 0, 5
     (drawn,) = draws(seed, max_s, 1)
@@ -97,7 +97,7 @@ async def test_random_delay_is_drawn_reported_and_waited(
 
 
 async def test_dsr_limit_applies_at_once_other_increases_wait(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     seed, max_s = 139, 60
     start_draw, increase_draw = draws(seed, max_s, 2)

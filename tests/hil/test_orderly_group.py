@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import MosquittoBroker
-from tests.hil.orderly_harness import ROOT, AgentOnRig, envelope
+from hil.broker import Mosquitto
+from hil.envelope import envelope
+from tests.hil.orderly_harness import ROOT, AgentOnRig
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.hil]
 
@@ -22,7 +23,7 @@ DEVICES = ("CN-GRP-0001", "CN-GRP-0002", "CN-GRP-0003")
 
 
 async def test_a_group_command_curtails_every_charger_of_the_group(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     async with contextlib.AsyncExitStack() as stack:
         chargers = [await stack.enter_async_context(AgentOnRig(

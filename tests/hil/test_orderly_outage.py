@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.broker import MosquittoBroker
+from hil.broker import Mosquitto
 from tests.hil.orderly_harness import AgentOnRig, seq_gaps
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.hil]
@@ -36,7 +36,7 @@ def complete(a: AgentOnRig, *types: str) -> bool:
 
 
 async def test_broker_killed_for_60_s_while_charging_loses_nothing(
-    mosquitto_factory: Callable[..., MosquittoBroker], tmp_path: Path
+    mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path
 ) -> None:
     broker = mosquitto_factory(persistence=True)
     mqtt = {"telemetry_period_s": 1}
@@ -75,7 +75,7 @@ async def test_broker_killed_for_60_s_while_charging_loses_nothing(
 
 
 async def test_agent_killed_mid_session_and_restarted_loses_nothing(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     async with AgentOnRig(tmp_path, broker, mqtt={"telemetry_period_s": 1}) as a:
         await a.plug_and_charge()

@@ -12,14 +12,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.broker import MosquittoBroker
-from tests.hil.orderly_harness import ISSUER, AgentOnRig, envelope, now_iso
+from hil.broker import Mosquitto
+from hil.envelope import ISSUER, envelope, now_iso
+from tests.hil.orderly_harness import AgentOnRig
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.hil]
 
 
 async def test_a_redelivered_command_is_applied_once(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     async with AgentOnRig(tmp_path, broker) as a:
         await a.plug_and_charge()
@@ -50,7 +51,7 @@ def issuer_key(tmp_path: Path) -> tuple[Ed25519PrivateKey, Path]:
 
 
 async def test_signed_commands_only_when_issuer_keys_are_configured(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     key, pem = issuer_key(tmp_path)
     impostor = Ed25519PrivateKey.generate()
@@ -92,7 +93,7 @@ async def test_signed_commands_only_when_issuer_keys_are_configured(
         assert log.count("SIGNATURE_INVALID") == 3 and good["sig"] not in log
 
 
-async def test_the_agent_over_mutual_tls(tls_broker: MosquittoBroker, tmp_path: Path) -> None:
+async def test_the_agent_over_mutual_tls(tls_broker: Mosquitto, tmp_path: Path) -> None:
     pki = tls_broker.pki
     assert pki is not None and tls_broker.tls_port is not None
     device = pki.issue_client("CN-TEST-0001")

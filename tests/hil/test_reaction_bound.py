@@ -13,8 +13,8 @@ import yaml
 
 from agent.busplan import analyse
 from agent.config import parse_config
+from hil.agent_process import AgentProcess
 from hil.rig import Rig
-from hil.runner import AgentProcess
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "evse-agent.example.yaml"
 pytestmark = pytest.mark.hil

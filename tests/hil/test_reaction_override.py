@@ -20,9 +20,9 @@ import pytest
 
 from agent.busplan import analyse
 from agent.config import parse_config
+from hil.agent_process import AgentProcess
 from hil.bench.common import single_bus_data
 from hil.rig import Rig
-from hil.runner import AgentProcess
 
 pytestmark = pytest.mark.hil
 WARNING = "reaction_bound_over_budget_accepted"

@@ -1,7 +1,7 @@
 """Retrofit kit on the bench: a Heidelberg Energy Control driven over its (simulated) RS-485.
 
 The agent runs as its own process against ``config/retrofit-heidelberg.example.yaml`` on the
-wallbox rig (``hil.wallbox_rig``: the wallbox's register table, its 19200 8E1 line timing, its
+wallbox rig (``hil.simrig_wallbox``: the wallbox's register table, its 19200 8E1 line timing, its
 watchdog and fail-safe), with a real mosquitto. What the tests look at is the wallbox's side:
 the current register it was written, what its own pilot offers, its fail-safe.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.broker import MosquittoBroker
+from hil.broker import Mosquitto
 from tests.hil.orderly_harness import REPO, AgentOnRig, run_cli
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.hil]
@@ -26,7 +26,7 @@ SCRIPT = REPO / "docs" / "aggregator-examples.sh"
 FAST: dict[str, Any] = {"poll_ms": 200, "verify_s": 1, "lost_ms": 1500, "watchdog_s": 2}
 
 
-def retrofit(tmp_path: Path, broker: MosquittoBroker, *, mqtt: dict[str, Any] | None = None,
+def retrofit(tmp_path: Path, broker: Mosquitto, *, mqtt: dict[str, Any] | None = None,
              connector: dict[str, Any] | None = None) -> AgentOnRig:
     conn = {"wallbox": dict(FAST), **(connector or {})}
     return AgentOnRig(tmp_path, broker, mqtt=mqtt, connector=conn, base=RETROFIT,
@@ -38,13 +38,13 @@ def register_writes(a: AgentOnRig, register: str) -> list[int]:
                                                                    register=register)]
 
 
-async def test_charge_and_curtail_over_mqtt(broker: MosquittoBroker, tmp_path: Path) -> None:
+async def test_charge_and_curtail_over_mqtt(broker: Mosquitto, tmp_path: Path) -> None:
     async with retrofit(tmp_path, broker) as a:
         birth = next(s for s in a.recorder.json_on(f"{a.base}/status") if s.get("online"))
         (info,) = birth["connectors"]
         assert info["pilot"] == "wallbox" and info["wallboxProfile"] == "heidelberg"
         assert info["maxCurrentA"] == 16.0
-        sim = a.rig.connector().sim
+        sim = a.rig.connector()
         assert sim.memory["standby"] == 4  # standby disabled: its RS-485 side stays awake
 
         await a.plug_and_charge()
@@ -74,10 +74,10 @@ async def test_charge_and_curtail_over_mqtt(broker: MosquittoBroker, tmp_path: P
 
 
 async def test_sigkill_leaves_the_wallbox_at_its_failsafe_current(
-        broker: MosquittoBroker, tmp_path: Path) -> None:
+        broker: Mosquitto, tmp_path: Path) -> None:
     mqtt = {"failsafe": {"after_s": 60, "value": 8, "unit": "A"}}
     async with retrofit(tmp_path, broker, mqtt=mqtt) as a:
-        sim = a.rig.connector().sim
+        sim = a.rig.connector()
         assert sim.memory["failsafe_current"] == 80 and sim.memory["watchdog_timeout"] == 2000
         await a.plug_and_charge()
         await a.wait_offer(16)
@@ -92,7 +92,7 @@ async def test_sigkill_leaves_the_wallbox_at_its_failsafe_current(
         assert a.rig.contactor_closed()  # still charging, at the defined current
 
 
-async def test_bus_cut_falls_back_then_recovers(broker: MosquittoBroker, tmp_path: Path) -> None:
+async def test_bus_cut_falls_back_then_recovers(broker: Mosquitto, tmp_path: Path) -> None:
     mqtt = {"failsafe": {"after_s": 60, "value": 8, "unit": "A"}}
     async with retrofit(tmp_path, broker, mqtt=mqtt) as a:
         await a.plug_and_charge()
@@ -108,9 +108,9 @@ async def test_bus_cut_falls_back_then_recovers(broker: MosquittoBroker, tmp_pat
         await a.wait_offer(12)  # limit, watchdog and fail-safe are the agent's again
 
 
-async def test_reset_to_defaults_is_reprogrammed(broker: MosquittoBroker, tmp_path: Path) -> None:
+async def test_reset_to_defaults_is_reprogrammed(broker: Mosquitto, tmp_path: Path) -> None:
     async with retrofit(tmp_path, broker, mqtt={"failsafe": {"value": 7, "unit": "A"}}) as a:
-        sim = a.rig.connector().sim
+        sim = a.rig.connector()
         await a.plug_and_charge()
         await a.send("setLimit", {"limit": {"value": 9, "unit": "A"}, "durationS": 600,
                                   "dsr": True})
@@ -124,7 +124,7 @@ async def test_reset_to_defaults_is_reprogrammed(broker: MosquittoBroker, tmp_pa
 
 
 async def test_out_of_table_state_is_a_fault_with_the_raw_value(
-        broker: MosquittoBroker, tmp_path: Path) -> None:
+        broker: Mosquitto, tmp_path: Path) -> None:
     async with retrofit(tmp_path, broker) as a:
         await a.plug_and_charge()
         await a.wait_offer(16)
@@ -140,7 +140,7 @@ async def test_out_of_table_state_is_a_fault_with_the_raw_value(
 
 
 async def test_the_aggregator_examples_run_unchanged_against_a_retrofit(
-        broker: MosquittoBroker, tmp_path: Path) -> None:
+        broker: Mosquitto, tmp_path: Path) -> None:
     if not all(shutil.which(c) for c in ("mosquitto_pub", "mosquitto_sub", "mosquitto_rr")):
         pytest.skip("mosquitto-clients not installed")
     # single phase at 220 V: the script's 3.5 kW is 15.9 A, within the Heidelberg's 6-16 A
@@ -162,8 +162,8 @@ async def test_the_aggregator_examples_run_unchanged_against_a_retrofit(
 
 async def test_the_retrofit_scenario_passes(tmp_path: Path) -> None:
     """`evse-hil run hil/scenarios/retrofit-heidelberg.yaml` (`make demo-retrofit`)."""
-    from hil.runner import run_scenario
     from hil.scenario import load_scenario
+    from hil.scenario_runner import run_scenario
 
     path = REPO / "hil" / "scenarios" / "retrofit-heidelberg.yaml"
     result = await run_scenario(load_scenario(path), tmp_path / "retrofit")
@@ -177,7 +177,7 @@ async def test_the_retrofit_scenario_passes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("profile", "paused_by"), [("phoenix-ev-cc", "charging_enabled"),
                                                     ("evse-wb-din", "configured_current")])
 async def test_the_other_built_in_profiles_charge_and_pause(
-        broker: MosquittoBroker, tmp_path: Path, profile: str, paused_by: str) -> None:
+        broker: Mosquitto, tmp_path: Path, profile: str, paused_by: str) -> None:
     """No energy register: a meter shares the wallbox's bus; Phoenix pauses by its enable coil
     (never by an illegal current), EVSE-WB-DIN keeps its 200 ms gap (its simulator does not
     answer inside it)."""
@@ -186,7 +186,7 @@ async def test_the_other_built_in_profiles_charge_and_pause(
             "meter": {"bus": "wallbox", "unit": 2, "model": "sdm630", "poll_ms": 1000}}
     async with AgentOnRig(tmp_path, broker, connector=conn, overrides=overrides, base=RETROFIT,
                           device_id="CN-TEST-R002") as a:
-        sim = a.rig.connector().sim
+        sim = a.rig.connector()
         await a.plug_and_charge()
         await a.wait_offer(16)
         await a.send("setLimit", {"limit": {"value": 11.6, "unit": "A"}, "durationS": 600,

@@ -13,8 +13,8 @@ from pymodbus.exceptions import ModbusIOException
 from drivers.board_maps import PILOT_SAMPLE_COUNT, PilotStatus
 from hil.ev import current_from_duty
 from hil.rig import Rig
-from hil.runner import ScenarioRunner
 from hil.scenario import RunResult, parse_scenario
+from hil.scenario_runner import ScenarioRunner
 
 PILOT, RELAY, METER = 1, 2, 1
 DUTY_CMD, HEARTBEAT, FAULT_RESET, WATCHDOG = 0x100, 0x102, 0x103, 0x101

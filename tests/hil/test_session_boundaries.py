@@ -9,7 +9,7 @@ another, after every kind of contactor open.
   EV opening S2, an unplug under load. The pause by limit also shows that the minimum off
   time (60 s in the example config) still holds within one session.
 
-Every time is taken from the rig's own timeline (see ``hil/runner.py``).
+Every time is taken from the rig's own timeline (see ``hil/scenario_runner.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from hil.runner import run_scenario
 from hil.scenario import RunResult, parse_scenario
+from hil.scenario_runner import run_scenario
 
 pytestmark = pytest.mark.hil
 

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.broker import MosquittoBroker
-from tests.hil.orderly_harness import REPO, AgentOnRig, envelope, now_iso
+from hil.broker import Mosquitto
+from hil.envelope import envelope, now_iso
+from tests.hil.orderly_harness import REPO, AgentOnRig
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.hil]
 
@@ -30,7 +31,7 @@ TWIN = REPO / "config" / "twin.example.yaml"
 DEVICE = "CN-TWIN-0001"
 
 
-def twin(tmp_path: Path, broker: MosquittoBroker) -> AgentOnRig:
+def twin(tmp_path: Path, broker: Mosquitto) -> AgentOnRig:
     return AgentOnRig(tmp_path, broker, device_id=DEVICE, base=TWIN)
 
 
@@ -68,7 +69,7 @@ def max_offer_sum(a: AgentOnRig, since: float = 0.0) -> float:
 
 
 async def test_two_vehicles_charge_independently_and_faults_stay_on_their_connector(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     async with twin(tmp_path, broker) as a:
         await plug(a, 1)
@@ -103,7 +104,7 @@ async def test_two_vehicles_charge_independently_and_faults_stay_on_their_connec
 
 
 async def test_site_max_is_shared_between_the_two_connectors(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     async with twin(tmp_path, broker) as a:
         cmd = site_max(20)
@@ -137,7 +138,7 @@ async def test_site_max_is_shared_between_the_two_connectors(
 
 
 async def test_a_w_limit_is_converted_with_each_connectors_own_phases_and_voltage(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     data = yaml.safe_load(TWIN.read_text())
     data["connectors"][0].update(nominal_voltage_v=230)  # 1-phase 230 V
@@ -160,7 +161,7 @@ async def test_a_w_limit_is_converted_with_each_connectors_own_phases_and_voltag
 
 
 async def test_group_and_connector_set_limits_of_one_priority_the_lower_wins(
-    broker: MosquittoBroker, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
     async with AgentOnRig(tmp_path, broker, device_id=DEVICE, base=TWIN,
                           mqtt={"groups": ["tx-9"]}) as a:

@@ -27,10 +27,10 @@ import yaml
 
 from agent.faults import FaultCode
 from agent.pilot import PilotState
+from hil.agent_process import AgentProcess
+from hil.broker import Mosquitto
 from hil.ev import current_from_duty
 from hil.rig import Rig, RigOptions
-from hil.runner import AgentProcess
-from tests.broker import MosquittoBroker
 from tests.hil.orderly_harness import AgentOnRig, agent_config
 
 pytestmark = [pytest.mark.hil, pytest.mark.mqtt]
@@ -109,7 +109,7 @@ class WebProcess:
 
 
 @pytest.fixture
-async def station(tmp_path: Path, broker: MosquittoBroker) -> AsyncIterator[
+async def station(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[
         tuple[AgentOnRig, WebProcess]]:
     # The example's bus timeout (the harness widens it for loaded hosts): the page then shows
     # the shipped config's reaction bound; the widened pilot-lost margins stay.

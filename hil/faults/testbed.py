@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -23,12 +21,15 @@ import yaml
 from agent import localapi
 from agent.config import parse_config
 from agent.errors import AgentError
-from hil.faults.broker_ctl import Mosquitto, Subscriber
+from hil.agent_process import AgentProcess
+from hil.broker import Mosquitto
 from hil.faults.proxy import BlackholeProxy
-from hil.rig import Rig, RigOptions
-from hil.runner import DEFAULT_CONFIG, AgentProcess
+from hil.faults.subscriber import Subscriber
+from hil.poll import poll_until
+from hil.rig import Rig
 from hil.scenario import deep_merge
-from hil.wallbox_rig import make_rig
+from hil.scenario_runner import DEFAULT_CONFIG
+from hil.station import Station
 
 DEVICE_ID = "CN-FAULT-0001"
 AGGREGATOR, AGGREGATOR_PASSWORD = "aggregator", "bench-only-password"
@@ -63,8 +64,8 @@ def mqtt_section(port: int, **extra: Any) -> dict[str, Any]:
             "random_seed": 7, **extra}
 
 
-class Bench:
-    """``async with Bench(out_dir, ...) as b``: rig started, broker (if any) up, agent not yet."""
+class Testbed:
+    """``async with Testbed(out_dir, ...) as b``: rig started, broker (if any) up, agent not yet."""
 
     def __init__(self, out_dir: Path, *, overrides: dict[str, Any] | None = None,
                  mqtt: bool = False, refuse_anonymous: bool = False,
@@ -78,14 +79,11 @@ class Bench:
         self.broker: Mosquitto | None = None
         self.proxy: BlackholeProxy | None = None
         self.sub: Subscriber | None = None
-        self.rig: Rig | None = None
-        self.agent: AgentProcess | None = None
-        self.agent_runs = 0
-        self.returncodes: list[int | None] = []
+        self.station: Station | None = None
 
     # --- life cycle ----------------------------------------------------------------------
 
-    async def __aenter__(self) -> Bench:
+    async def __aenter__(self) -> Testbed:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         try:
             if self.retrofit:
@@ -107,8 +105,7 @@ class Bench:
                                             password=AGGREGATOR_PASSWORD).start()
             data = deep_merge(data, self.overrides)
             config = parse_config(data, source="fault bench")
-            self.rig = make_rig(config, self.out_dir / "run", options=RigOptions())
-            await self.rig.start()
+            self.station = await Station(config, self.out_dir, rig_dir="run").open()
         except BaseException:
             await self.close()
             raise
@@ -118,23 +115,27 @@ class Bench:
         await self.close()
 
     async def close(self) -> None:
-        if self.agent is not None:
-            await asyncio.to_thread(self.agent.stop)
+        if self.station is not None:
+            await self.station.close()  # the agent first, then the rig
         if self.sub is not None:
             await self.sub.stop()
         if self.proxy is not None:
             await self.proxy.stop()
-        if self.rig is not None:
-            await self.rig.stop()
-            with contextlib.suppress(OSError):
-                self.rig.timeline.save(self.out_dir / "timeline.json")
         if self.broker is not None:
             self.broker.kill()
 
     @property
+    def s(self) -> Station:
+        assert self.station is not None
+        return self.station
+
+    @property
     def r(self) -> Rig:
-        assert self.rig is not None
-        return self.rig
+        return self.s.rig
+
+    @property
+    def agent(self) -> AgentProcess | None:
+        return self.s.agent
 
     @property
     def state_dir(self) -> Path:
@@ -143,19 +144,11 @@ class Bench:
     # --- the agent -----------------------------------------------------------------------
 
     async def start_agent(self, *, wait: bool = True) -> None:
-        self.agent_runs += 1
-        self.agent = AgentProcess(self.r.patched_config_path,
-                                  self.out_dir / f"agent-{self.agent_runs}.log")
-        self.agent.start()
-        if wait:
-            await self.agent.wait_ready()
+        await self.s.start_agent(wait=wait)
 
     def kill_agent(self) -> None:
         """SIGKILL by PID: no safe-state drive, no goodbye (the board's watchdog must act)."""
-        assert self.agent is not None and self.agent.proc is not None
-        os.kill(self.agent.proc.pid, signal.SIGKILL)
-        self.agent.proc.wait(5)
-        self.returncodes.append(self.agent.proc.returncode)
+        self.s.kill_agent()
 
     async def restart_broker(self) -> None:
         """Start the killed broker again; the agent may reach it only once we listen again."""
@@ -167,17 +160,10 @@ class Bench:
         self.proxy.reject(False)
 
     async def stop_agent(self) -> int | None:
-        assert self.agent is not None
-        code = await asyncio.to_thread(self.agent.stop)
-        self.returncodes.append(code)
-        return code
+        return await self.s.stop_agent()
 
     def log_events(self, name: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for i in range(1, self.agent_runs + 1):
-            proc = AgentProcess(self.r.patched_config_path, self.out_dir / f"agent-{i}.log")
-            out += [e for e in proc.log_events() if e.get("event") == name]
-        return out
+        return self.s.log_events(name)
 
     async def status(self) -> dict[str, Any]:
         try:
@@ -214,12 +200,7 @@ class Bench:
     # --- the rig -------------------------------------------------------------------------
 
     async def wait_rig(self, pred: Callable[[], bool], limit_s: float) -> bool:
-        deadline = time.monotonic() + limit_s
-        while not pred():
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.01)
-        return True
+        return await poll_until(pred, limit_s)
 
     async def charge(self, limit_s: float = 10.0) -> bool:
         """Plug in an EV that wants to charge; True once the contactor is closed."""
@@ -249,9 +230,8 @@ class Bench:
 
     def is_safe(self) -> bool:
         """Contactor open and no PWM on the line, as the hardware shows it."""
-        c = self.r.connector()
-        duty = c.pilot.duty_actual(self.r.clock())
-        return not self.r.contactor_closed() and not 0 < duty < PWM_OFF
+        hw = self.r.probe()
+        return not hw["contactor"] and not 0 < hw["duty"] < PWM_OFF
 
     # --- the agent's durable state ---------------------------------------------------------
 

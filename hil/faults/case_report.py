@@ -7,7 +7,7 @@ from typing import Any
 
 
 @dataclass
-class Outcome:
+class CaseReport:
     """Filled in by a case while it runs; ``passed`` is derived from the failed checks."""
 
     did: list[str] = field(default_factory=list)

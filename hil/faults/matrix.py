@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from hil.faults import durability, power
-from hil.faults.bench import Bench
+from hil.faults.case_report import CaseReport
 from hil.faults.cases import CASES, FaultCase
-from hil.faults.outcome import Outcome
+from hil.faults.testbed import Testbed
 
 QUICK_SIGKILL = 8
 FULL_SIGKILL = 20
@@ -31,7 +31,7 @@ FULL_SIGKILL = 20
 @dataclass
 class CaseResult:
     case: FaultCase
-    outcome: Outcome
+    outcome: CaseReport
 
     @property
     def passed(self) -> bool:
@@ -45,9 +45,9 @@ class CaseResult:
 
 async def run_case(case: FaultCase, out_dir: Path, *, sigkill_iterations: int = FULL_SIGKILL,
                    power_cuts: int | None = None) -> CaseResult:
-    directory = out_dir / case.name  # Bench resolves it (mosquitto runs in its own cwd)
+    directory = out_dir / case.name  # Testbed resolves it (mosquitto runs in its own cwd)
     shutil.rmtree(directory, ignore_errors=True)
-    o = Outcome()
+    o = CaseReport()
     fn = case.run
     if fn is durability.sigkill:
         fn = functools.partial(durability.sigkill, iterations=sigkill_iterations)
@@ -55,7 +55,7 @@ async def run_case(case: FaultCase, out_dir: Path, *, sigkill_iterations: int = 
         fn = functools.partial(power.power_cut, cuts=power_cuts or sigkill_iterations)
     t0 = time.monotonic()
     try:
-        async with Bench(directory, mqtt=case.mqtt, **case.bench) as bench:
+        async with Testbed(directory, mqtt=case.mqtt, **case.bench) as bench:
             await fn(bench, o)
     except Exception as exc:  # a broken case is a failed row, the matrix goes on
         o.error = f"{type(exc).__name__}: {exc}"
