@@ -202,7 +202,8 @@ class OrderlyService:
         self.last_command = {"at": msg.received_at, "commandId": reply.command_id,
                              "type": _command_type(msg.payload), "group": msg.group,
                              "status": reply.status.value, "reason": reply.reason.value}
-        self._state_changed()
+        if not self.control.decommissioned:  # its retained state is cleared meanwhile
+            self._state_changed()
         encoded = Reply(m.encode(reply))  # serialised once, the bytes the link publishes
         # The reply goes out once its record, and every event and limits.json written before
         # it, are committed (the store writer runs in order); the loop goes on meanwhile.
