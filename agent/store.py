@@ -178,6 +178,9 @@ class Database:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             conn.execute("PRAGMA query_only=1")
+            # open the WAL now, at start-up: SQLite running as root fchowns it on open, which
+            # waits for an fsync of it in progress; a first read on the loop must not
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc, "opening database for reading") from exc
         return conn

@@ -209,12 +209,12 @@ class ConnectorController:
                 next_at = now
                 delay = 0.0
             await asyncio.sleep(max(delay, 0.0))
-            if delay > 0:
-                self._note_lag(self._clock() - next_at)
+            self._note_lag(self._clock() - max(next_at, now))  # behind: a sleep(0) is due now
 
     def _note_lag(self, lag: float) -> None:
-        """How late the poll timer fired: a blocking callback or a slow disk delays every
-        control loop by this much (the poll's own wake-up measures it for free)."""
+        """How late the poll woke after its sleep: a blocking callback or a slow disk delays
+        every control loop by this much (the poll's own wake-up measures it for free). A cycle
+        already behind its period sleeps 0 s and is measured too: that is when a block shows."""
         if lag > self.stats.max_loop_lag_s:
             self.stats.max_loop_lag_s = lag
         if lag > LOOP_LAG_WARN_S:

@@ -142,7 +142,7 @@ async def storage_stall(b: Testbed, o: CaseReport, seconds: float = 10.0) -> Non
         opened = b.r.timeline.first("frame", t0, what="contactor_open")
         o.check(not lost, f"no PILOT_BOARD_LOST while fsyncs stall ({len(lost)})")
         o.check(opened is None, "charging went on through the stalls")
-        lag = float((await b.status()).get("maxLoopLagMs", 0.0))
+        lag = float((await b.agent_status())["maxLoopLagMs"])  # agent-wide, not per connector
         o.check(lag < STALL_MS, f"the poll loop never waited on an fsync (worst loop lag "
                                 f"{lag:.1f} ms, one fsync {STALL_MS} ms)")
         o.safe_detail = f"worst poll-loop lag {lag:.1f} ms"

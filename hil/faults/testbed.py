@@ -165,13 +165,17 @@ class Testbed:
     def log_events(self, name: str) -> list[dict[str, Any]]:
         return self.s.log_events(name)
 
-    async def status(self) -> dict[str, Any]:
+    async def agent_status(self) -> dict[str, Any]:
+        """The whole ``status`` reply ({} when the agent does not answer)."""
         try:
-            reply = await asyncio.to_thread(localapi.request, self.r.control_socket,
-                                            {"cmd": "status"})
+            return dict(await asyncio.to_thread(localapi.request, self.r.control_socket,
+                                                {"cmd": "status"}))
         except AgentError:
             return {}
-        conns = reply.get("connectors") or []
+
+    async def status(self) -> dict[str, Any]:
+        """The first connector's part of ``status``."""
+        conns = (await self.agent_status()).get("connectors") or []
         return dict(conns[0]) if conns else {}
 
     async def command(self, cmd: str, **args: Any) -> dict[str, Any]:
