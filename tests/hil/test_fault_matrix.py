@@ -26,9 +26,6 @@ async def test_fault_case(case: FaultCase, tmp_path: Path) -> None:
         pytest.skip("mosquitto binary not found: run `make mosquitto`")
     if case.name in ("power_cut", "storage_stall") and (why := fuse_missing()):
         pytest.skip(f"{why}: run `make fuse`")
-    if case.name == "storage_stall":
-        pytest.skip("open finding (docs/durability.md): PILOT_BOARD_LOST repeats under 200 ms "
-                    "fsync stalls through lazyfs; the row runs in `evse-hil faults`")
     result = await run_case(case, tmp_path, sigkill_iterations=FULL_SIGKILL,
                             power_cuts=POWER_CUTS)
     table = render_markdown([result], result.outcome.duration_s)
