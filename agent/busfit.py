@@ -12,9 +12,10 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from agent.config import AgentConfig, ConnectorConfig, parse_config
+from drivers.wire import Priority
 
 if TYPE_CHECKING:
-    from agent.busplan import BusPlanReport, Transaction
+    from agent.busplan import BusPlanReport, TimedTransaction
 
 POLL_MAX_MS = 100.0  # PilotBoardConfig.poll_ms's upper bound
 
@@ -55,11 +56,11 @@ def _own_ports(cfg: AgentConfig, bus: str, sharing: list[ConnectorConfig]) -> st
 
 
 def _slower_poll(cfg: AgentConfig, bus: str, sharing: list[ConnectorConfig],
-                 txns: list[Transaction], max_load: float) -> str:
+                 txns: list[TimedTransaction], max_load: float) -> str:
     """The fastest pilot poll one port can hold for all the pilot boards it carries."""
-    pilots = [t for t in txns if t.priority == "PILOT_POLL"]
+    pilots = [t for t in txns if t.priority == Priority.PILOT_POLL.name]
     other = sum(t.nominal_s / t.period_s for t in txns
-                if t.period_s and t.priority != "PILOT_POLL")
+                if t.period_s and t.priority != Priority.PILOT_POLL.name)
     room = max_load - other
     n = len(pilots)
     if room <= 0:
@@ -81,7 +82,7 @@ def _slower_poll(cfg: AgentConfig, bus: str, sharing: list[ConnectorConfig],
             f"budget")
 
 
-def shared_port_fixes(cfg: AgentConfig, conn: ConnectorConfig, txns: list[Transaction],
+def shared_port_fixes(cfg: AgentConfig, conn: ConnectorConfig, txns: list[TimedTransaction],
                       max_load: float) -> list[str]:
     """Advice for a port that carries the pilot boards of several connectors ([] otherwise)."""
     bus = conn.pilot_board.bus

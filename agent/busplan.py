@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Transaction:
+class TimedTransaction:
     """A transaction a driver declared (``drivers.wire``), timed on its bus's line."""
 
     label: str
@@ -49,7 +49,7 @@ class Transaction:
 class BusSchedule:
     name: str
     line: str
-    transactions: list[Transaction]
+    transactions: list[TimedTransaction]
     load: float  # share of the bus the periodic transactions use (nominal)
 
 
@@ -110,31 +110,31 @@ def _timing(cfg: AgentConfig, bus: str) -> tuple[LineTiming | TcpTiming, float, 
     return timing, b.timeout_ms / 1000, b.device_latency_ms / 1000
 
 
-def timed(cfg: AgentConfig, bus: str, connector: int, txn: WireTransaction) -> Transaction:
+def timed(cfg: AgentConfig, bus: str, connector: int, txn: WireTransaction) -> TimedTransaction:
     """A declared transaction with its nominal and its failure (silent device) occupancy."""
     timing, timeout, latency = _timing(cfg, bus)
     req, resp = txn.sizes
     nominal = timing.transaction_time(req, resp, latency)
     failure = max(nominal, timing.failed_transaction_time(req, timeout, latency, resp))
-    return Transaction(f"c{connector} {txn.name}", txn.priority.name, req, resp, txn.period_s,
+    return TimedTransaction(f"c{connector} {txn.name}", txn.priority.name, req, resp, txn.period_s,
                        nominal, failure, connector, txn.trigger, txn)
 
 
-def bus_transactions(cfg: AgentConfig, bus: str) -> list[Transaction]:
+def bus_transactions(cfg: AgentConfig, bus: str) -> list[TimedTransaction]:
     """Every transaction the drivers on ``bus`` declared, timed."""
     return [timed(cfg, bus, connector, txn) for connector, txn in bus_wires(cfg, bus)]
 
 
-def _row(rows: list[Transaction], connector: int, txn: WireTransaction) -> Transaction:
+def _row(rows: list[TimedTransaction], connector: int, txn: WireTransaction) -> TimedTransaction:
     return next(t for t in rows if t.connector == connector and t.wire == txn)
 
 
-def bus_load(txns: list[Transaction]) -> float:
+def bus_load(txns: list[TimedTransaction]) -> float:
     """Share of the bus the periodic transactions use at their nominal duration."""
     return sum(t.nominal_s / t.period_s for t in txns if t.period_s)
 
 
-def _bound(cfg: AgentConfig, conn: ConnectorConfig, per_bus: dict[str, list[Transaction]],
+def _bound(cfg: AgentConfig, conn: ConnectorConfig, per_bus: dict[str, list[TimedTransaction]],
            advise: bool = True) -> ConnectorBound:
     budget_s = cfg.safety.reaction_budget_ms / 1000
     pbus, rbus = conn.pilot_board.bus, conn.relay_board.bus
@@ -184,7 +184,7 @@ def _bound(cfg: AgentConfig, conn: ConnectorConfig, per_bus: dict[str, list[Tran
     return result
 
 
-def _fixes(cfg: AgentConfig, conn: ConnectorConfig, txns: list[Transaction],
+def _fixes(cfg: AgentConfig, conn: ConnectorConfig, txns: list[TimedTransaction],
            blocking: float, overloaded: bool = False) -> list[str]:
     fixes = []
     worst = max((t for t in txns if t.failure_s == blocking), key=lambda t: t.failure_s,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.busplan import PROCESSING_ALLOWANCE_S, Transaction, _row, _timing
+from agent.busplan import PROCESSING_ALLOWANCE_S, TimedTransaction, _row, _timing
 from agent.config import AgentConfig, WallboxConnectorConfig
 from agent.driver_wires import wallbox_wires
 from agent.wallbox.mapping import amps_from_watts, command_amps, command_for
@@ -51,7 +51,7 @@ def failsafe_a(cfg: AgentConfig, conn: WallboxConnectorConfig) -> float:
 
 
 def plan(cfg: AgentConfig, conn: WallboxConnectorConfig,
-         per_bus: dict[str, list[Transaction]]) -> WallboxPlan:
+         per_bus: dict[str, list[TimedTransaction]]) -> WallboxPlan:
     wb = conn.wallbox
     p = wb.resolve()
     txns = per_bus[wb.bus]

@@ -62,6 +62,7 @@ class PilotBoardConfig(_Strict):
     bus: str
     unit: Annotated[int, Field(ge=1, le=247)] = 1
     poll_ms: Annotated[float, Field(ge=2, le=100)] = 10.0
+    idle_poll_ms: Annotated[float, Field(ge=2, le=100)] = 40.0
     watchdog_ms: Annotated[int, Field(ge=0, le=60000)] = 3000
     heartbeat_ms: Annotated[int, Field(ge=50, le=30000)] = 1000
 
@@ -74,6 +75,7 @@ class RelayBoardConfig(_Strict):
     contactor_feedback_input: Annotated[int, Field(ge=0)] = 0
     lock_feedback_input: Annotated[int, Field(ge=0)] = 1
     poll_ms: Annotated[float, Field(ge=10, le=2000)] = 100.0
+    idle_poll_ms: Annotated[float, Field(ge=10, le=2000)] = 400.0
 
 
 class MeterRegisterConfig(_Strict):
@@ -301,6 +303,23 @@ class AgentConfig(_Strict):
                         f"{where}.unit: unit {unit} on bus {bus!r} is already {used[(bus, unit)]}"
                     )
                 used[(bus, unit)] = where
+        return self
+
+    @model_validator(mode="after")
+    def _idle_polls(self) -> AgentConfig:
+        """An idle poll keeps every liveness check: at least two answers within its window."""
+        for conn in self.board_connectors():
+            pb, rb = conn.pilot_board, conn.relay_board
+            where = f"connectors[{conn.id}]"
+            for what, cfg, lost, key in (
+                    ("pilot_board", pb, self.safety.pilot_lost_ms, "pilot_lost_ms"),
+                    ("relay_board", rb, self.safety.relay_lost_ms, "relay_lost_ms")):
+                if cfg.idle_poll_ms < cfg.poll_ms:
+                    raise ValueError(f"{where}.{what}.idle_poll_ms ({cfg.idle_poll_ms:g}) must "
+                                     f"not be below poll_ms ({cfg.poll_ms:g})")
+                if cfg.idle_poll_ms > lost / 2:
+                    raise ValueError(f"{where}.{what}.idle_poll_ms ({cfg.idle_poll_ms:g}) must "
+                                     f"be at most half of safety.{key} ({lost:g})")
         return self
 
     def board_connectors(self) -> list[ConnectorConfig]:

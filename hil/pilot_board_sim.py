@@ -30,16 +30,20 @@ from drivers.board_maps import (
     PilotStatus,
     duty_cmd_is_valid,
 )
+from drivers.registers import Function
 from hil.ev import OPEN_LINE, PilotLoad, cp_plateaus_mv
 
 FW_VERSION = 0x0100
 OVERTEMP_C = 85.0
-HOLDING_BASE = PILOT_BOARD_MAP["duty_cmd"].address
-HOLDING_COUNT = 4
+# Where each value sits comes from the driver's map (drivers.board_maps), not from here.
+_HOLDING = tuple(r for r in PILOT_BOARD_MAP if r.function is Function.HOLDING)
+HOLDING_BASE = min(r.address for r in _HOLDING)
+HOLDING_COUNT = max(r.end for r in _HOLDING) - HOLDING_BASE
+_HOLDING_NAMES = {r.address: r.name for r in _HOLDING}
+_SAMPLE_AT = {r.name: r.address - PILOT_SAMPLE_ADDRESS
+              for r in PILOT_BOARD_MAP if r.function is Function.INPUT}
+_TEMP_SCALE = PILOT_BOARD_MAP["temperature"].scale
 ADDR_DUTY = PILOT_BOARD_MAP["duty_cmd"].address
-ADDR_WATCHDOG = PILOT_BOARD_MAP["watchdog_ms"].address
-ADDR_HEARTBEAT = PILOT_BOARD_MAP["heartbeat"].address
-ADDR_FAULT_RESET = PILOT_BOARD_MAP["fault_reset"].address
 
 NO_STATUS = PilotStatus(0)
 
@@ -116,21 +120,22 @@ class PilotBoardSim:
         if self.frozen and self._last_sample:
             return list(self._last_sample)
         high, low = self.cp_mv(now)
-        words = [
-            _u16(high),
-            _u16(low),
-            self.duty_actual(now),
-            self.cc_ohm & 0xFFFF,
-            int(self.status(now)),
-            self.sample_seq(now),
-            _u16(round(self.temperature_c * 10)),
-            FW_VERSION,
-        ]
+        words = [0] * PILOT_SAMPLE_COUNT
+        for name, raw in (("cp_high_mv", high), ("cp_low_mv", low),
+                          ("duty_actual", self.duty_actual(now)), ("cc_ohm", self.cc_ohm),
+                          ("status", int(self.status(now))),
+                          ("sample_seq", self.sample_seq(now)),
+                          ("temperature", round(self.temperature_c / _TEMP_SCALE)),
+                          ("fw_version", FW_VERSION)):
+            words[_SAMPLE_AT[name]] = _u16(raw)
         self._last_sample = words
         return list(words)
 
     def holding(self) -> list[int]:
-        return [self.duty_cmd, self.watchdog_ms, 0, 0]
+        words = [0] * HOLDING_COUNT  # heartbeat and fault_reset read back 0
+        words[PILOT_BOARD_MAP["duty_cmd"].address - HOLDING_BASE] = self.duty_cmd
+        words[PILOT_BOARD_MAP["watchdog_ms"].address - HOLDING_BASE] = self.watchdog_ms
+        return words
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -146,19 +151,18 @@ class PilotBoardSim:
         if (exc := self.check_write(address, values)) is not None:
             return exc
         for offset, raw in enumerate(values):
-            addr, value = address + offset, int(raw)
-            name = {ADDR_DUTY: "duty_cmd", ADDR_WATCHDOG: "watchdog_ms",
-                    ADDR_HEARTBEAT: "heartbeat", ADDR_FAULT_RESET: "fault_reset"}.get(addr)
+            value = int(raw)
+            name = _HOLDING_NAMES.get(address + offset)
             if name is None:
                 continue
-            if addr == ADDR_DUTY:
+            if name == "duty_cmd":
                 self.duty_cmd = value
-            elif addr == ADDR_WATCHDOG:
+            elif name == "watchdog_ms":
                 self.watchdog_ms = value
                 self._last_heartbeat = now
-            elif addr == ADDR_HEARTBEAT:
+            elif name == "heartbeat":
                 self._last_heartbeat = now
-            elif addr == ADDR_FAULT_RESET and value == 1:
+            elif name == "fault_reset" and value == 1:
                 self.latched = self.active_causes(now)
             if self.on_write is not None:
                 self.on_write(name, value, now)

@@ -1,4 +1,6 @@
-"""The MQTT link to the aggregator: reconnect loop, commands in, outbox and snapshots out.
+"""The MQTT link to the aggregator: reconnect loop, outbox and snapshots out.
+
+Commands in and their replies are ``agent.link.inbound``'s; this module owns the connection.
 
 Why it looks like this (aiomqtt 2.5, see research/stack.md §5-6): aiomqtt has no auto-reconnect,
 so ``run`` loops around ``async with client`` and re-subscribes on every connect; publishing while
@@ -19,30 +21,22 @@ from functools import partial
 from typing import Any
 
 import structlog
-from aiomqtt import Client, Message, MqttError, Will
-from paho.mqtt.packettypes import PacketTypes
+from aiomqtt import Client, MqttError, Will
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.errors import LinkError
 from agent.link.backoff import RandomSource, full_jitter
-from agent.link.connect import build_client, connect_error, properties, reason_code, tls_context
+from agent.link.connect import build_client, connect_error, reason_code, tls_context
 from agent.link.drain import OutboxDrainer
-from agent.link.ports import (
-    CommandHandler,
-    CommandMessage,
-    JsonSource,
-    OutboxEntry,
-    OutboxSource,
-    encode_json,
-)
+from agent.link.inbound import CommandInbound
+from agent.link.ports import CommandHandler, JsonSource, OutboxEntry, OutboxSource, encode_json
 from agent.link.settings import LinkSettings, MqttVersion, Topics
 
 log = structlog.get_logger("agent.link")
 
 API_VERSION = 1
 GOODBYE_TIMEOUT_S = 1.0
-_TOPIC_FORBIDDEN = frozenset("+#\x00")
 
 ConnectedCallback = Callable[[float | None], object]
 DisconnectedCallback = Callable[[], object]
@@ -76,7 +70,7 @@ class Link:
         self._outbox = outbox
         self._drainer = OutboxDrainer(outbox, window=settings.drain_window,
                                       batch=settings.drain_batch)
-        self._on_command = on_command
+        self._inbound = CommandInbound(self.topics, settings.groups, on_command, self._publish)
         self._birth = birth
         self._state = state
         self._on_connected = on_connected
@@ -93,7 +87,6 @@ class Link:
         self._state_event = asyncio.Event()
         self._state_pending: bytes | None = None
         self._stop_event = asyncio.Event()
-        self._handling = asyncio.Lock()
         self._decommissioned = False
         self._fall_back = False
         self._backlog_upto = 0
@@ -201,7 +194,7 @@ class Link:
     async def _serve(self, client: Client) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._message_loop(client), name="mqtt-commands")
+                tg.create_task(self._inbound.serve(client, self.protocol), name="mqtt-commands")
                 tg.create_task(
                     self._drainer.drain(partial(self._publish_entry, client), self._backlog_upto),
                     name="mqtt-outbox",
@@ -223,7 +216,7 @@ class Link:
 
     async def _stop_watch(self) -> None:
         await self._stop_event.wait()
-        async with self._handling:  # a command being handled still gets its reply
+        async with self._inbound.handling:  # a command being handled still gets its reply
             raise _StopRequestedError
 
     # --- connection set-up ---------------------------------------------------------------------
@@ -296,67 +289,6 @@ class Link:
         except Exception:  # a bug in the lead's callback must not take the link down
             log.exception("link_callback_failed", callback=getattr(fn, "__name__", repr(fn)))
 
-    # --- commands ------------------------------------------------------------------------------
-
-    async def _message_loop(self, client: Client) -> None:
-        try:
-            async for message in client.messages:
-                async with self._handling:
-                    await self._handle(client, message)
-        except MqttError as exc:
-            raise LinkError("connection lost", reason=str(exc)) from exc
-
-    def _group_of(self, topic: str) -> str | None:
-        for gid, group_topic in zip(self.settings.groups, self.topics.group_cmds, strict=True):
-            if topic == group_topic:
-                return gid
-        return None
-
-    async def _handle(self, client: Client, message: Message) -> None:
-        topic = message.topic.value
-        group = self._group_of(topic)
-        if topic != self.topics.cmd and group is None:
-            log.warning("mqtt_unexpected_message", topic=topic)
-            return
-        if message.retain:  # a retained command would re-run on every subscribe
-            log.warning("mqtt_retained_command_ignored", topic=topic)
-            return
-        props = message.properties
-        response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
-        correlation = getattr(props, "CorrelationData", None) if props is not None else None
-        command = CommandMessage(
-            topic=topic,
-            payload=bytes(message.payload),
-            group=group,
-            response_topic=response_topic or None,
-            correlation_data=bytes(correlation) if correlation is not None else None,
-            received_at=time.time(),
-        )
-        try:
-            reply = await self._on_command(command)
-        except Exception:  # the command layer's bug; keep the link (and other commands) alive
-            log.exception("mqtt_command_handler_failed", topic=topic)
-            return
-        if reply is not None:
-            await self._send_reply(client, command, reply.encode())
-
-    async def _send_reply(self, client: Client, command: CommandMessage, payload: bytes) -> None:
-        target = self.topics.rsp
-        props: Properties | None = None
-        if self.protocol == "5":
-            props = properties(PacketTypes.PUBLISH)
-            props.ContentType = "application/json"
-            if command.correlation_data is not None:
-                props.CorrelationData = command.correlation_data
-            if command.response_topic is not None:
-                if _publishable(command.response_topic):
-                    target = command.response_topic
-                else:
-                    log.warning("mqtt_bad_response_topic", topic=command.response_topic)
-        await self._publish(client, target, payload, properties=props)
-        log.info("mqtt_reply_sent", topic=target, bytes=len(payload),
-                 correlated=command.correlation_data is not None)
-
     # --- outbox --------------------------------------------------------------------------------
 
     async def _publish_entry(self, client: Client, entry: OutboxEntry) -> bool:
@@ -422,8 +354,4 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for exc in group.exceptions:
         out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
-
-
-def _publishable(topic: str) -> bool:
-    return bool(topic) and not (_TOPIC_FORBIDDEN & set(topic)) and len(topic.encode()) < 65536
 

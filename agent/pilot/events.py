@@ -10,11 +10,11 @@ notifications (``StateChanged``, ``FaultRaised``, ``FaultCleared``, ``OfferChang
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntFlag
 from typing import Literal
 
 from agent.faults import FaultCode
 from agent.pilot.table import PilotState
+from drivers.pilot_status import PilotStatus
 
 __all__ = [
     "Action",
@@ -46,15 +46,10 @@ __all__ = [
 # --- events (inputs) ------------------------------------------------------------------------
 
 
-class BoardStatus(IntFlag):
-    """The pilot board's latched status flags (hardware.md ``status`` register)."""
-
-    RCD_TRIP = 1 << 0
-    PE_LOSS = 1 << 1
-    OVERTEMP = 1 << 2
-    ESTOP = 1 << 3
-    FAILSAFE = 1 << 4  # its own watchdog holds +12 V: we stopped talking to it
-    SELFTEST_FAIL = 1 << 5
+BoardStatus = PilotStatus
+"""The pilot board's latched status flags (hardware.md ``status`` register): the driver's own
+typed flag set (``drivers.pilot_status``), so the core cannot drift from the board's map.
+``FAILSAFE``: its own watchdog holds +12 V (we stopped talking to it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,11 @@ class PilotFacts:
         return self._levels.stable
 
     @property
+    def level_settled(self) -> bool:
+        """The newest sample's level is the debounced one: no CP change is being debounced."""
+        return self._last_level is not None and self._last_level == self._levels.stable
+
+    @property
     def active_faults(self) -> frozenset[FaultCode]:
         return self._faults.active
 

@@ -12,6 +12,11 @@ run as separate tasks on their own periods, so a slow meter on its own bus never
 safety poll; on a shared bus the scheduler's priorities keep it behind. Nothing here decides
 anything: the session machine decides about charging, ``agent.pilot.delivery`` about re-sends,
 retries, a duty the board did not take and a frozen meter.
+
+The periods are ``poll_ms`` whenever anything can change that has a reaction limit, and the
+slower ``idle_poll_ms`` only while nothing can (``agent.shell.pollrate``: README decisions,
+"idle polls"): the first sample that differs, any command, fault or failed read brings the
+fast poll back for the next cycle.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from agent.pilot.delivery import (
     Write,
 )
 from agent.shell.handle import ConnectorStats, EventSink, HardwareInfo
+from agent.shell.pollrate import pilot_idle, relay_idle
 from drivers.interfaces import Contactor, Meter, PilotBoard
 
 __all__ = [
@@ -82,6 +88,8 @@ _QUIET = (SetDuty, SetLock, ResetBoardFaults, Heartbeat, Resend, MeterFrozen, Du
 class ConnectorTiming:
     pilot_poll_s: float = 0.010
     relay_poll_s: float = 0.100
+    pilot_idle_poll_s: float = 0.010  # wiring sets the configured idle periods
+    relay_idle_poll_s: float = 0.100
     meter_poll_s: float = 1.0
     heartbeat_s: float = 1.0
     watchdog_ms: int = 3000
@@ -118,6 +126,8 @@ class ConnectorController:
         self._relay_due = 0.0
         self._lock = asyncio.Lock()  # one step + its writes at a time
         self._first: list[Input] = []  # fed before the first poll (see ``feed_first``)
+        self._pilot_ok = False  # the last pilot read answered
+        self._relay_ok = False
 
     # --- start-up and shut-down ------------------------------------------------------------
 
@@ -170,7 +180,6 @@ class ConnectorController:
             tg.create_task(self._heartbeat_loop(), name=f"c{self.id}-heartbeat")
 
     async def _control_loop(self) -> None:
-        period = self.timing.pilot_poll_s
         next_at = self._clock()
         cycle_cpu = self.stats.cycle_cpu
         while True:
@@ -178,16 +187,26 @@ class ConnectorController:
             await self._poll_pilot()
             now = self._clock()
             if now >= self._relay_due:
-                self._relay_due = now + self.timing.relay_poll_s
-                await self._poll_relay()
+                self._relay_due = due = now + self.timing.relay_poll_s
+                await self._poll_relay()  # a switch it caused set _relay_due = 0: keep that
+                if self._relay_due == due and relay_idle(
+                        self.machine, read_ok=self._relay_ok,
+                        open_pending=self.core.open_pending):
+                    self._relay_due = now + self.timing.relay_idle_poll_s
             if self._deadline is not None and self._clock() >= self._deadline:
                 await self._step(Tick())
             self.stats.cycles += 1
-            self.stats.last_cycle_at = self._clock()
+            now = self.stats.last_cycle_at = self._clock()
+            period = self.timing.pilot_poll_s
+            idle = pilot_idle(self.machine, read_ok=self._pilot_ok,
+                              write_pending=self.core.open_pending or self.core.duty_pending)
+            if idle and (self._deadline is None
+                         or self._deadline > now + self.timing.pilot_idle_poll_s):
+                period = self.timing.pilot_idle_poll_s  # a deadline due sooner keeps it fast
             next_at += period
-            delay = next_at - self._clock()
+            delay = next_at - now
             if delay < -period:  # fell behind (bus stalled): do not burst to catch up
-                next_at = self._clock()
+                next_at = now
                 delay = 0.0
             await asyncio.sleep(max(delay, 0.0))
             if delay > 0:
@@ -206,9 +225,11 @@ class ConnectorController:
             s = await self.pilot.read_sample()
         except DriverError as exc:
             self.stats.pilot_errors += 1
+            self._pilot_ok = False
             log.debug("pilot_read_failed", connector=self.id, error=str(exc))
             await self._step(PilotReadFailed())
             return
+        self._pilot_ok = True
         self.stats.last_cp_mv = s.cp_high_mv
         await self._step(PilotSampled(
             cp_high_mv=s.cp_high_mv, cp_low_mv=s.cp_low_mv, duty_actual=s.duty_actual,
@@ -220,9 +241,11 @@ class ConnectorController:
             inputs = await self.relay.read_inputs()
         except DriverError as exc:
             self.stats.relay_errors += 1
+            self._relay_ok = False
             log.debug("relay_read_failed", connector=self.id, error=str(exc))
             await self._step(RelayReadFailed())
             return
+        self._relay_ok = True
         await self._step(RelaySampled(inputs.contactor_closed, inputs.lock_engaged))
 
     async def _meter_loop(self) -> None:

@@ -102,6 +102,8 @@ def make_controller(
     timing = ConnectorTiming(
         pilot_poll_s=wires.pilot.sample.period(),
         relay_poll_s=wires.relay.feedback.period(),
+        pilot_idle_poll_s=conn.pilot_board.idle_poll_ms / 1000,
+        relay_idle_poll_s=conn.relay_board.idle_poll_ms / 1000,
         meter_poll_s=wires.meter.poll_s,
         heartbeat_s=wires.pilot.heartbeat.period(),
         watchdog_ms=conn.pilot_board.watchdog_ms,

@@ -102,11 +102,11 @@ async def _limits(st: BenchStation, pub: aiomqtt.Client, load: Load, end: float)
     i, due = 0, time.monotonic()
     while (due := due + LIMIT_PERIOD_S) < end:
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        i += 1
         t0 = rig.now()
         if not rig.contactor_closed() or _overlaps(load.busy, t0, t0):
             load.limits_skipped += 1
             continue
+        i += 1  # alternates on what was sent: the same limit twice writes no new duty
         await pub.publish(f"evse/v1/{dev}/cmd", set_limit(f"p7-{i}", i, AMPS[i % 2]), qos=1)
         frame = await wait_frame(rig, t0, "duty", 2.0)
         if _overlaps(load.busy, t0, rig.now() if frame is None else frame.t):
