@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed-stamp
 OUT    ?= build/demo
 LOCKS  := requirements/build.txt requirements/runtime.txt requirements/dev.txt
 
-.PHONY: demo demo-retrofit test lint venv mosquitto browser clean bench fuzz faults
+.PHONY: demo demo-retrofit test lint venv mosquitto browser fuse clean bench fuzz faults
 
 venv: $(STAMP)
 
@@ -32,6 +32,14 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk) \
 	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk); }
 
+# The power-cut tests mount hil/lazyfs.py (FUSE, through mfusepy) over the agent's state
+# directory: libfuse3 and fusermount3 come from Debian's fuse3, installed where absent.
+fuse:
+	@command -v fusermount3 >/dev/null 2>&1 || { \
+	  echo "fusermount3 not found: installing fuse3 from Debian (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3) \
+	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3); }
+
 demo: venv mosquitto
 	$(VENV)/bin/evse-hil run hil/scenarios/demo.yaml --out $(OUT)
 
@@ -43,7 +51,7 @@ lint: venv
 	$(PY) -m ruff check agent drivers hil tests deploy
 	$(PY) -m mypy agent drivers deploy/wheelhouse.py
 
-test: venv mosquitto browser lint
+test: venv mosquitto browser fuse lint
 	$(PY) -m pytest -q
 
 bench: venv mosquitto
@@ -55,7 +63,7 @@ fuzz: venv
 	EVSE_FUZZ_EXAMPLES=10000 $(PY) -m pytest -q tests/unit/test_api_fuzz.py
 	$(PY) -m hil.fuzz --modbus --cases 10000 --seed 1
 
-faults: venv mosquitto
+faults: venv mosquitto fuse
 	$(VENV)/bin/evse-hil faults
 
 clean:

@@ -8,7 +8,11 @@ import the agent, so ``DriverError`` is not an ``AgentError``)::
     AgentError                      base; never raised directly
     ├── ConfigError                 the configuration is wrong (names the key and the fix)
     ├── LinkError                   the MQTT link (broker unreachable, refused, TLS)
-    ├── JournalError                the local journal (disk full, corrupt database)
+    ├── StoreError                  local durable state (disk full, corrupt file); one per store:
+    │   ├── JournalError            the outbox journal (journal.db)
+    │   ├── LedgerError             the session ledger (sessions.db)
+    │   ├── CommandStoreError       command dedupe and issuer marks (commands.db)
+    │   └── LimitsStoreError        the installer's limits (local-limits.json)
     └── ProtocolError               a peer sent something we refuse (bad command, bad frame)
     DriverError (drivers.errors)    a device on a bus did not do what was asked
     ├── DriverIOError               the port vanished, a frame was garbled, CRC error, wrong length
@@ -87,8 +91,25 @@ class LinkError(AgentError):
     remote = True
 
 
-class JournalError(AgentError):
-    """The local journal failed (disk full, corrupt database, read-only state directory)."""
+class StoreError(AgentError):
+    """Local durable state failed (disk full, corrupt database, read-only state directory);
+    ``context['cause']`` says which (``disk_full``, ``corrupt``, ``readonly``, ``io``, ...)."""
+
+
+class JournalError(StoreError):
+    """The outbox journal failed."""
+
+
+class LedgerError(StoreError):
+    """The session ledger failed."""
+
+
+class CommandStoreError(StoreError):
+    """The command store (dedupe, issuer high-water marks) failed."""
+
+
+class LimitsStoreError(StoreError):
+    """The installer's limits could not be stored."""
 
 
 class ProtocolError(AgentError):
@@ -101,6 +122,7 @@ class ProtocolError(AgentError):
         self.reason = reason
 
 
-__all__ = ["AgentError", "ConfigError", "DriverConfigError", "DriverError", "DriverIOError",
-           "DriverTimeoutError", "JournalError", "LinkError", "ModbusExceptionError",
-           "ProtocolError", "driver_config_as_config_error"]
+__all__ = ["AgentError", "CommandStoreError", "ConfigError", "DriverConfigError", "DriverError",
+           "DriverIOError", "DriverTimeoutError", "JournalError", "LedgerError", "LimitsStoreError",
+           "LinkError", "ModbusExceptionError", "ProtocolError", "StoreError",
+           "driver_config_as_config_error"]

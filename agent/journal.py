@@ -4,6 +4,12 @@ Why: the API promises that nothing recorded is lost and that the journaled strea
 one device-wide ``seq`` without gaps (mqtt-api.md, "Delivery"). A row is committed (fsynced, see
 ``agent.store``) before ``append`` returns, so whatever the caller publishes exists on disk.
 
+Off the loop: every write runs on the store writer's thread (``agent.writer``). ``submit`` queues
+an append and returns a future; the seq is allocated when the row is committed, so a row that
+could not be stored never takes a seq (no gap), and ``last_seq`` and ``pending`` only ever show
+committed rows: whatever the outbox publishes is on disk. ``append`` is the same, waiting (tools,
+tests, start-up).
+
 Seq continuity: the high-water mark lives in the ``meta`` table (so deleting rows never lowers it)
 and a *reserved ceiling* is mirrored in a sidecar file ``<db>.seq`` written atomically before any
 seq above it is issued (in blocks of ``SEQ_BLOCK``, so one fsync per block, not per row). If the
@@ -17,7 +23,7 @@ Draining without re-reading rows in flight (the shell's loop)::
     cursor = None
     while batch := journal.pending(100, after_seq=cursor, through_seq=upto):
         publish(batch); cursor = batch[-1].seq
-    # live: entry = journal.append(...); publish(entry)   -- seq > upto, never in the backlog
+    # live: rows committed after upto (seq > upto) are read as they come, never in the backlog
 
 Space: over ``budget_bytes`` the oldest telemetry is dropped (sent first, then unsent; counted),
 never events. On a real "disk full" sent events are pruned early (oldest first, counted) to make
@@ -33,12 +39,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from agent.errors import JournalError
 from agent.store import Database, Quarantine, atomic_write, rfc3339
+from agent.writer import StoreWriter, log_failure
 
 Kind = Literal["evt", "tel"]
 KINDS: frozenset[str] = frozenset(get_args(Kind))
@@ -107,7 +115,7 @@ class LinkReport:
 
 
 class Journal:
-    """Durable, numbered outbox of ``evt``/``tel`` messages (synchronous; each call is short)."""
+    """Durable, numbered outbox of ``evt``/``tel`` messages; writes run on the store writer."""
 
     def __init__(
         self,
@@ -118,6 +126,7 @@ class Journal:
         retention_s: float = DEFAULT_RETENTION_S,
         boot_id: str | None = None,
         hard_limit_bytes: int | None = None,
+        writer: StoreWriter | None = None,
     ) -> None:
         self.path = Path(path)
         self.device_id = device_id
@@ -127,8 +136,10 @@ class Journal:
         self._sidecar = self.path.with_name(self.path.name + ".seq")
         ceiling = self._read_sidecar()
         self._db = Database(
-            self.path, schema=_SCHEMA, salvage_sql=_SALVAGE_SQL, hard_limit_bytes=hard_limit_bytes
+            self.path, schema=_SCHEMA, salvage_sql=_SALVAGE_SQL, hard_limit_bytes=hard_limit_bytes,
+            error=JournalError, writer=writer,
         )
+        self.writer = self._db.writer
         self.quarantine: Quarantine | None = self._db.quarantine
         rows = self._db.query(
             "SELECT max((SELECT value FROM meta WHERE key = 'seq_hw'),"
@@ -138,8 +149,7 @@ class Journal:
         if self._db.fresh:
             salvaged = self.quarantine.salvaged if self.quarantine else None
             high_water = max(high_water, ceiling or 0, salvaged or 0)
-            with self._db.transaction("setting seq floor") as conn:
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'seq_hw'", (high_water,))
+            self._db.write(lambda: self._set_floor(high_water))
         self._last_seq = high_water
         self._ceiling = ceiling if ceiling is not None and ceiling >= high_water else high_water
         self._seq_lock = threading.Lock()
@@ -147,15 +157,24 @@ class Journal:
         self._tel_rejected = 0
         self._over_budget = False
 
+    def _set_floor(self, high_water: int) -> None:
+        with self._db.transaction("setting seq floor") as conn:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'seq_hw'", (high_water,))
+
     # -- writing -----------------------------------------------------------------------------
 
+    def submit(self, kind: Kind, body: Mapping[str, Any], ts: float) -> Future[Entry]:
+        """Queue one message; the future gives the committed entry (or the JournalError)."""
+        _check(kind, body)
+        return self._db.submit(lambda: self.commit(kind, body, ts))
+
     def append(self, kind: Kind, body: Mapping[str, Any], ts: float) -> Entry:
-        """Commit one message and return it; publish only after this returns."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be 'evt' or 'tel', not {kind!r}")
-        clash = RESERVED_KEYS & body.keys()
-        if clash:
-            raise ValueError(f"body may not set envelope fields {sorted(clash)}")
+        """Commit one message and return it, waiting for the writer (not on the event loop)."""
+        _check(kind, body)
+        return self._db.write(lambda: self.commit(kind, body, ts))
+
+    def commit(self, kind: Kind, body: Mapping[str, Any], ts: float) -> Entry:
+        """On the writer's thread: allocate the seq, commit, enforce the budget."""
         with self._seq_lock:  # seq allocation and insert are one step, whatever the thread
             seq = self._last_seq + 1
             if seq > self._ceiling:
@@ -199,23 +218,31 @@ class Journal:
                     cause="disk_full", seq=entry.seq, kind=entry.kind, path=str(self.path),
                 ) from exc
 
-    def mark_sent(self, seq: int) -> None:
-        self.mark_sent_many((seq,))
+    def mark_sent(self, seq: int) -> Future[None]:
+        return self.mark_sent_many((seq,))
 
-    def mark_sent_many(self, seqs: Iterable[int]) -> None:
-        """On PUBACK: telemetry is deleted, events are kept (sent) for ``resync``."""
+    def mark_sent_many(self, seqs: Iterable[int]) -> Future[None]:
+        """On PUBACK: telemetry is deleted, events are kept (sent) for ``resync``. Queued; a
+        failure is logged (the rows stay unsent and go out again: duplicates only)."""
         params = [(s,) for s in seqs]
-        with self._db.transaction("marking sent", durable=False) as conn:
-            conn.executemany("DELETE FROM entries WHERE seq = ? AND kind = 'tel'", params)
-            conn.executemany("UPDATE entries SET sent = 1 WHERE seq = ? AND sent = 0", params)
+
+        def write() -> None:
+            with self._db.transaction("marking sent", durable=False) as conn:
+                conn.executemany("DELETE FROM entries WHERE seq = ? AND kind = 'tel'", params)
+                conn.executemany("UPDATE entries SET sent = 1 WHERE seq = ? AND sent = 0", params)
+        fut = self._db.submit(write)
+        fut.add_done_callback(log_failure("journal mark sent", rows=len(params)))
+        return fut
 
     def prune(self, now: float) -> int:
         """Delete sent events older than the retention; returns how many."""
-        self._appends_since_prune = 0
-        with self._db.transaction("pruning sent events", durable=False) as conn:
-            return conn.execute(
-                "DELETE FROM entries WHERE sent = 1 AND ts < ?", (now - self.retention_s,)
-            ).rowcount
+        def write() -> int:
+            self._appends_since_prune = 0
+            with self._db.transaction("pruning sent events", durable=False) as conn:
+                return int(conn.execute(
+                    "DELETE FROM entries WHERE sent = 1 AND ts < ?", (now - self.retention_s,)
+                ).rowcount)
+        return self._db.write(write)
 
     # -- space -------------------------------------------------------------------------------
 
@@ -305,7 +332,11 @@ class Journal:
         )
 
     def take_link_report(self, now: float) -> LinkReport:
-        """Counts for ``linkRestored``; resets the dropped-since-last-report counter."""
+        """Counts for ``linkRestored``; resets the dropped-since-last-report counter (on the
+        writer: call it from a writer job, e.g. a lazy event body, not from the loop)."""
+        return self._db.write(lambda: self._take_link_report(now))
+
+    def _take_link_report(self, now: float) -> LinkReport:
         with self._db.transaction("taking link report") as conn:
             dropped = int(conn.execute(
                 "SELECT value FROM meta WHERE key = 'tel_dropped_unreported'").fetchone()[0])
@@ -347,6 +378,14 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check(kind: str, body: Mapping[str, Any]) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'evt' or 'tel', not {kind!r}")
+    clash = RESERVED_KEYS & body.keys()
+    if clash:
+        raise ValueError(f"body may not set envelope fields {sorted(clash)}")
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:

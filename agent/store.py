@@ -1,14 +1,19 @@
 """Shared SQLite plumbing for the agent's durable stores, and the command store.
 
 Every store (journal, command store, session ledger) needs the same durability settings, the same
-conversion of ``sqlite3`` errors into :class:`JournalError`, and the same answer to a corrupt file
-at start-up (move it aside, start fresh, say so). Keeping that here keeps the stores small.
+conversion of ``sqlite3`` errors into its own :class:`StoreError` (``JournalError``,
+``LedgerError``, ``CommandStoreError``), and the same answer to a corrupt file at start-up (move
+it aside, start fresh, say so). Keeping that here keeps the stores small.
 
 Durability choice: WAL with ``synchronous=FULL``. In WAL mode ``NORMAL`` keeps the file consistent
 but may roll back the last commits on power loss; a journal row that was published and then rolled
 back would have its ``seq`` reissued to a different message, which a consumer deduplicating on
 (deviceId, seq) would silently discard. ``FULL`` fsyncs the WAL at every commit, so a row returned
-to the caller survives power loss. Cost: one fsync per write transaction.
+to the caller survives power loss. Cost: one fsync per write transaction, paid on the store
+writer's thread (``agent.writer``), never on the event loop.
+
+Two connections per file: the writer's (every write transaction, only on the writer thread) and a
+reader's (any thread; WAL readers see the last commit and never wait for the writer's fsync).
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from agent.errors import JournalError
+from agent.errors import CommandStoreError, StoreError
+from agent.writer import StoreWriter, shared_writer
 
 if TYPE_CHECKING:  # the API models cost ~1.5 MB: load them with the first command, not at start
     from agent.api.models import Reply
@@ -42,6 +49,7 @@ _CAUSES: dict[int, str] = {
 }
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
 # Page cache per connection (SQLite's default is 2000 KiB). The start-up quick_check reads every
 # page, so a grown journal would fill the default cache at once and keep it for the process's life
 # (+1.5 MB RSS measured with a 100k-row backlog); 512 KiB did not slow the backlog drain.
@@ -54,14 +62,15 @@ def rfc3339(ts: float) -> str:
 
 
 def error_cause(exc: sqlite3.Error) -> str:
-    """A stable word for what went wrong, kept in ``JournalError.context['cause']``."""
+    """A stable word for what went wrong, kept in ``StoreError.context['cause']``."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is None:
         return "sqlite"
     return _CAUSES.get(code & 0xFF, "sqlite")
 
 
-def to_journal_error(exc: sqlite3.Error, what: str, path: Path, **context: object) -> JournalError:
+def to_store_error(exc: sqlite3.Error, what: str, path: Path, *,
+                   error: type[StoreError] = StoreError, **context: object) -> StoreError:
     cause = error_cause(exc)
     hint = {
         "disk_full": "database or disk is full; nothing more can be stored until space is freed",
@@ -69,7 +78,7 @@ def to_journal_error(exc: sqlite3.Error, what: str, path: Path, **context: objec
         "readonly": "state directory is read-only",
         "busy": "database is locked by another process",
     }.get(cause, str(exc))
-    return JournalError(f"{what} failed: {hint}", cause=cause, path=str(path), **context)
+    return error(f"{what} failed: {hint}", cause=cause, path=str(path), **context)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -101,7 +110,7 @@ class _CorruptError(Exception):
 
 
 class Database:
-    """One SQLite file with the agent's settings; thread-safe (the async shell uses to_thread)."""
+    """One SQLite file with the agent's settings; writes run on the store writer's thread."""
 
     def __init__(
         self,
@@ -110,33 +119,41 @@ class Database:
         schema: str,
         salvage_sql: str | None = None,
         hard_limit_bytes: int | None = None,
+        error: type[StoreError] = StoreError,
+        writer: StoreWriter | None = None,
     ) -> None:
         self.path = Path(path)
+        self.error = error
+        self.writer = writer or shared_writer()
         self.quarantine: Quarantine | None = None
-        self._lock = threading.RLock()
+        self._rlock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise JournalError("cannot create state directory", path=str(self.path)) from exc
+            raise error("cannot create state directory", path=str(self.path)) from exc
         self.fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self._conn = self.writer.call(lambda: self._open_or_move_aside(schema, salvage_sql))
+        if hard_limit_bytes is not None:
+            page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+            self._conn.execute(f"PRAGMA max_page_count={max(1, hard_limit_bytes // page_size)}")
+        self._reader = self._conn if str(path) == ":memory:" else self._open_reader()
+
+    def _open_or_move_aside(self, schema: str, salvage_sql: str | None) -> sqlite3.Connection:
         try:
-            self._conn = self._open(schema)
+            return self._open(schema)
         except _CorruptError as corrupt:
             self.quarantine = self._move_aside(str(corrupt), salvage_sql)
             self.fresh = True
             try:
-                self._conn = self._open(schema)
+                return self._open(schema)
             except _CorruptError as again:
-                raise JournalError("fresh database is corrupt", path=str(self.path)) from again
-        if hard_limit_bytes is not None:
-            page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
-            self._conn.execute(f"PRAGMA max_page_count={max(1, hard_limit_bytes // page_size)}")
+                raise self.error("fresh database is corrupt", path=str(self.path)) from again
 
     def _open(self, schema: str) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise to_journal_error(exc, "opening database", self.path) from exc
+            raise self._error(exc, "opening database") from exc
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -150,11 +167,23 @@ class Database:
             conn.close()
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _CORRUPT_CODES:
                 raise _CorruptError(str(exc)) from exc
-            raise to_journal_error(exc, "opening database", self.path) from exc
+            raise self._error(exc, "opening database") from exc
         except _CorruptError:
             conn.close()
             raise
         return conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            conn.execute("PRAGMA query_only=1")
+        except sqlite3.Error as exc:
+            raise self._error(exc, "opening database for reading") from exc
+        return conn
+
+    def _error(self, exc: sqlite3.Error, what: str, **context: object) -> StoreError:
+        return to_store_error(exc, what, self.path, error=self.error, **context)
 
     def _move_aside(self, reason: str, salvage_sql: str | None) -> Quarantine:
         salvaged = _salvage(self.path, salvage_sql) if salvage_sql else None
@@ -166,38 +195,48 @@ class Database:
                 if src.exists():
                     os.replace(src, Path(f"{target}{suffix}"))
         except OSError as exc:
-            raise JournalError("cannot move corrupt database aside", path=str(self.path)) from exc
+            raise self.error("cannot move corrupt database aside", path=str(self.path)) from exc
         return Quarantine(moved_to=target, reason=reason, salvaged=salvaged)
 
     @contextmanager
     def transaction(
         self, what: str, *, durable: bool = True, **context: object
     ) -> Iterator[sqlite3.Connection]:
-        """A short write transaction (BEGIN IMMEDIATE); any sqlite3 error rolls back.
+        """A short write transaction (BEGIN IMMEDIATE); any sqlite3 error rolls back. Only on the
+        writer's thread: wrap the caller in ``write``/``submit``.
 
         ``durable=False`` skips the commit fsync (WAL stays consistent; the commit becomes durable
         with the next durable one). For writes whose loss is harmless: marking rows sent (a lost
         mark means a resend, which consumers dedupe) and dropping/pruning rows.
         """
-        with self._lock:
-            try:
-                if not durable:
-                    self._conn.execute("PRAGMA synchronous=NORMAL")
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                self._restore_sync(durable)
-                raise to_journal_error(exc, what, self.path, **context) from exc
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise to_journal_error(exc, what, self.path, **context) from exc
-            except BaseException:
-                self._rollback()
-                raise
-            finally:
-                self._restore_sync(durable)
+        if not self.writer.on_thread():
+            raise RuntimeError(f"{what}: a write transaction off the store writer's thread")
+        try:
+            if not durable:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._restore_sync(durable)
+            raise self._error(exc, what, **context) from exc
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._error(exc, what, **context) from exc
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._restore_sync(durable)
+
+    def write(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (which opens transactions) on the writer and wait for it."""
+        return self.writer.call(fn)
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Queue ``fn`` on the writer; the caller goes on."""
+        return self.writer.submit(fn)
 
     def _restore_sync(self, durable: bool) -> None:
         if not durable:
@@ -210,11 +249,12 @@ class Database:
                 self._conn.execute("ROLLBACK")
 
     def query(self, sql: str, params: tuple[Any, ...] = (), what: str = "reading") -> list[Row]:
-        with self._lock:
+        """A read on the reader's connection: the last commit, without waiting for the writer."""
+        with self._rlock:
             try:
-                return self._conn.execute(sql, params).fetchall()
+                return self._reader.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise to_journal_error(exc, what, self.path) from exc
+                raise self._error(exc, what) from exc
 
     def used_bytes(self) -> int:
         """Bytes held by live pages (freed pages are reused, so this is what the budget counts)."""
@@ -225,8 +265,10 @@ class Database:
         return int(rows[0][0]) * int(rows[0][1])
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        with self._rlock:
+            if self._reader is not self._conn:
+                self._reader.close()
+        self.writer.call(self._conn.close)
 
 
 def _salvage(path: Path, sql: str | None) -> int | None:
@@ -261,24 +303,36 @@ class CommandStore:
     budget and corruption recovery never touch it. High-water marks only rise. A corrupt file is
     moved aside and the marks restart empty (the commands' ``expiresAt`` bounds what could then be
     replayed); ``quarantine`` says so.
+
+    Writes go to the store writer and return at once; what is queued is answered from memory
+    until it is committed. ``await durable()`` before a reply goes out: the reply is only sent
+    once what it promises is on disk (a failure there raises, and no reply is sent).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, retention_s: float = DEFAULT_COMMAND_RETENTION_S
+        self, path: str | os.PathLike[str], *, retention_s: float = DEFAULT_COMMAND_RETENTION_S,
+        writer: StoreWriter | None = None,
     ) -> None:
-        self._db = Database(path, schema=_COMMAND_SCHEMA)
+        self._db = Database(path, schema=_COMMAND_SCHEMA, error=CommandStoreError, writer=writer)
         self.quarantine = self._db.quarantine
         self.retention_s = retention_s
+        self._queued: dict[tuple[str, str], tuple[str, str]] = {}  # not yet committed
+        self._queued_marks: dict[str, int] = {}
+        self._failed: BaseException | None = None
 
     def get_reply(self, issuer: str, command_id: str) -> tuple[str, Reply] | None:
-        rows = self._db.query(
-            "SELECT hash, reply FROM command_ids WHERE issuer = ? AND id = ?", (issuer, command_id)
-        )
-        if not rows:
+        queued = self._queued.get((issuer, command_id))
+        if queued is not None:
+            found: tuple[str, str] | None = queued
+        else:
+            rows = self._db.query("SELECT hash, reply FROM command_ids WHERE issuer = ? AND id = ?",
+                                  (issuer, command_id))
+            found = (str(rows[0][0]), str(rows[0][1])) if rows else None
+        if found is None:
             return None
         from agent.api.models import Reply
 
-        return str(rows[0][0]), Reply.model_validate_json(rows[0][1])
+        return found[0], Reply.model_validate_json(found[1])
 
     def record(
         self,
@@ -292,32 +346,72 @@ class CommandStore:
     ) -> None:
         """Remember the reply; with ``seq``, raise the issuer's mark in the same transaction."""
         expiry = None if expires_at is None else expires_at.timestamp()
-        with self._db.transaction("recording command", issuer=issuer, id=command_id) as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO command_ids VALUES (?, ?, ?, ?, ?, ?)",
-                (issuer, command_id, content_hash, reply.model_dump_json(), expiry, time.time()),
-            )
-            if seq is not None:
-                _raise_mark(conn, issuer, seq)
+        body, key = reply.model_dump_json(), (issuer, command_id)
+        self._queued[key] = (content_hash, body)
+        if seq is not None:
+            self._queue_mark(issuer, seq)
+
+        def write() -> None:
+            with self._db.transaction("recording command", issuer=issuer, id=command_id) as conn:
+                conn.execute("INSERT OR REPLACE INTO command_ids VALUES (?, ?, ?, ?, ?, ?)",
+                             (issuer, command_id, content_hash, body, expiry, time.time()))
+                if seq is not None:
+                    _raise_mark(conn, issuer, seq)
+        self._track(self._db.submit(write), key, issuer if seq is not None else None)
 
     def high_water(self, issuer: str) -> int | None:
         rows = self._db.query("SELECT seq FROM issuer_high_water WHERE issuer = ?", (issuer,))
-        return int(rows[0][0]) if rows else None
+        marks = [int(rows[0][0])] if rows else []
+        if issuer in self._queued_marks:
+            marks.append(self._queued_marks[issuer])
+        return max(marks) if marks else None
 
     def set_high_water(self, issuer: str, seq: int) -> None:
-        with self._db.transaction("raising issuer high-water mark", issuer=issuer) as conn:
-            _raise_mark(conn, issuer, seq)
+        self._queue_mark(issuer, seq)
+
+        def write() -> None:
+            with self._db.transaction("raising issuer high-water mark", issuer=issuer) as conn:
+                _raise_mark(conn, issuer, seq)
+        self._track(self._db.submit(write), None, issuer)
+
+    async def durable(self) -> None:
+        """Every write queued so far is committed; raises the first failure since the last call."""
+        await self._db.writer.flushed()
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
 
     def prune_expired(self, now: float) -> int:
         """Forget ids past ``expiresAt`` (or, without one, older than the retention)."""
-        with self._db.transaction("pruning expired command ids", durable=False) as conn:
-            return conn.execute(
-                "DELETE FROM command_ids WHERE expires_at < ?"
-                " OR (expires_at IS NULL AND recorded_at < ?)", (now, now - self.retention_s)
-            ).rowcount
+        def write() -> int:
+            with self._db.transaction("pruning expired command ids", durable=False) as conn:
+                return int(conn.execute(
+                    "DELETE FROM command_ids WHERE expires_at < ?"
+                    " OR (expires_at IS NULL AND recorded_at < ?)", (now, now - self.retention_s)
+                ).rowcount)
+        return self._db.write(write)
 
     def close(self) -> None:
         self._db.close()
+
+    def _queue_mark(self, issuer: str, seq: int) -> None:
+        self._queued_marks[issuer] = max(seq, self._queued_marks.get(issuer, seq))
+
+    def _track(self, fut: Future[None], key: tuple[str, str] | None, issuer: str | None) -> None:
+        """Once committed (or failed) the database answers again; a failure is kept for
+        ``durable``. Runs on the writer's thread: dict updates are single operations."""
+        mark = self._queued_marks.get(issuer) if issuer is not None else None
+        queued = self._queued.get(key) if key is not None else None
+
+        def done(f: Future[None]) -> None:
+            if key is not None and self._queued.get(key) is queued:
+                self._queued.pop(key, None)
+            if issuer is not None and self._queued_marks.get(issuer) == mark:
+                self._queued_marks.pop(issuer, None)
+            exc = f.exception()
+            if exc is not None and self._failed is None:
+                self._failed = exc
+        fut.add_done_callback(done)
 
 
 def _raise_mark(conn: sqlite3.Connection, issuer: str, seq: int) -> None:

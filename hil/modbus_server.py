@@ -17,6 +17,7 @@ API (keep it small; the pilot-board and relay-board simulators build on it)::
                                         # agent request; may return an exception code (int)
     bus.set_latency(unit, seconds)      # answer this much later (device processing time)
     bus.set_silent(unit, True)          # no answer at all (a dead or unplugged device)
+    bus.hold(unit) / bus.release(unit)  # answers wait until released (a test orders the line)
     bus.set_exception(unit, 4)          # answer every request with this exception code
     bus.accesses                        # [(unit, fc, address, count)] of every request decoded
                                         # from the line, in arrival order (absent units too)
@@ -66,6 +67,7 @@ class _DeviceState:
     latency_s: float = 0.0
     silent: bool = False
     exception_code: int | None = None
+    gate: asyncio.Event | None = None
     on_write: list[OnWrite] = dataclasses.field(default_factory=list)
     on_access: list[OnAccess] = dataclasses.field(default_factory=list)
 
@@ -154,6 +156,16 @@ class SimulatedBus:
     def set_exception(self, unit: int, code: int | None) -> None:
         self._state[unit].exception_code = code
 
+    def hold(self, unit: int) -> None:
+        """Answers of ``unit`` wait for ``release``: a test queues work behind a request that is
+        on the wire for as long as it needs, where a latency would race the test's own steps."""
+        self._state[unit].gate = asyncio.Event()
+
+    def release(self, unit: int) -> None:
+        gate, self._state[unit].gate = self._state[unit].gate, None
+        if gate is not None:
+            gate.set()
+
     # --- internals -------------------------------------------------------------------------
 
     def _require(self) -> ModbusSerialServer:
@@ -188,6 +200,8 @@ class SimulatedBus:
             if is_request:
                 if state.silent:
                     raise NoSuchIdException(f"unit {unit} silenced")  # server stays silent
+                if state.gate is not None:
+                    await state.gate.wait()
                 if state.latency_s:
                     await asyncio.sleep(state.latency_s)
                 if state.exception_code is not None:

@@ -33,14 +33,14 @@ class OutboxSource(Protocol):
 
     def pending(self, limit: int, after_seq: int | None = None) -> Sequence[OutboxEntry]: ...
 
-    def mark_sent(self, seq: int) -> None: ...
+    def mark_sent(self, seq: int) -> object: ...  # the journal queues it (a future)
 
 
 @runtime_checkable
 class BatchMarking(Protocol):
     """Optional: mark many rows in one transaction (one fsync instead of one per row)."""
 
-    def mark_sent_many(self, seqs: Iterable[int]) -> None: ...
+    def mark_sent_many(self, seqs: Iterable[int]) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from agent.api.models import (
     FailsafeExitedBody,
 )
 from agent.api.reasons import Reason, ReplyStatus
-from agent.errors import ConfigError, JournalError
+from agent.errors import ConfigError
 from agent.limits import (
     ApplyResult,
     ChargeContext,
@@ -66,6 +66,7 @@ from agent.pilot import LimitChanged, PilotState
 from agent.pilot.classifier import CpLevel
 from agent.shell.handle import ConnectorHandle
 from agent.store import atomic_write
+from agent.writer import shared_writer
 
 log = structlog.get_logger("agent.orderly")
 
@@ -141,10 +142,16 @@ class OrderlyControl:
                             failsafe=failsafe)
 
     def persist(self) -> None:
-        try:
-            atomic_write(self._state_path, json.dumps(self.engine.to_dict()).encode())
-        except (OSError, JournalError) as exc:
-            log.error("limits_persist_failed", path=str(self._state_path), error=str(exc))
+        """limits.json, replaced on the store writer (in order with the journal and the
+        command store: a command's reply waits for it); the loop goes on."""
+        data, path = json.dumps(self.engine.to_dict()).encode(), self._state_path
+
+        def write() -> None:
+            try:
+                atomic_write(path, data)
+            except OSError as exc:
+                log.error("limits_persist_failed", path=str(path), error=str(exc))
+        shared_writer().submit(write)
 
     # --- context -----------------------------------------------------------------------
 
@@ -242,7 +249,9 @@ class OrderlyControl:
 
     async def carry_out(self, applied: Applied | Plan) -> None:
         """The feed first (awaited: the duty is on the wire), then the events, the session
-        records' curtailments and limits.json: none of that is what the vehicle waits for."""
+        records' curtailments and limits.json: none of that is what the vehicle waits for.
+        They go to the store writer; for a command (``Applied``) this then waits until they are
+        committed (the reply's ``atSeq`` names them); the event loop never waits."""
         plan = applied.plan if isinstance(applied, Applied) else applied
         await self._feed(plan.feed)
         if isinstance(applied, Applied):
@@ -255,6 +264,8 @@ class OrderlyControl:
                 tracker.retarget(r.effective.target, prev, r.at)
         if plan.persist:
             self.persist()
+        if isinstance(applied, Applied):
+            await self._events.settled()
 
     def session_started(self, cid: int, at: float) -> None:
         self.connectors[cid].session_start = at

@@ -21,8 +21,9 @@ from typing import Any
 
 import structlog
 
-from agent.errors import AgentError, JournalError
+from agent.errors import AgentError, LimitsStoreError
 from agent.store import atomic_write, rfc3339
+from agent.writer import shared_writer
 
 log = structlog.get_logger("agent.installer")
 
@@ -84,7 +85,8 @@ class InstallerLimits:
         return self._limits.get(cid)
 
     def set(self, cid: int, limit_a: float | None, now: float) -> None:
-        """Record (or clear) and write through; raises JournalError if it cannot be stored."""
+        """Record (or clear) and write through (on the store writer; call it off the loop);
+        raises LimitsStoreError if it cannot be stored."""
         limits = dict(self._limits)
         if limit_a is None:
             limits.pop(cid, None)
@@ -93,9 +95,10 @@ class InstallerLimits:
         body = {"version": 1, "connectors": {
             str(c): {"limitA": v.limit_a, "since": v.since} for c, v in sorted(limits.items())}}
         try:
-            atomic_write(self.path, json.dumps(body, indent=1).encode())
+            data = json.dumps(body, indent=1).encode()
+            shared_writer().call(lambda: atomic_write(self.path, data))
         except OSError as exc:
-            raise JournalError(f"cannot store the installer limit: {exc}",
+            raise LimitsStoreError(f"cannot store the installer limit: {exc}",
                                path=str(self.path)) from exc
         self._limits = limits
 

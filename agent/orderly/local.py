@@ -7,16 +7,17 @@ no link and no limits engine here: the ceiling is min(installer or configured li
 hardware), the same local terms the engine uses with an aggregator, and the pilot machine
 applies the cable and hardware ratings itself.
 
-Ledger writes run in a worker thread: a slow flash never delays the event loop that polls the
-pilot. Sessions closed here are marked local: they are never sent to an aggregator configured
-later (docs/sessions.md).
+Ledger writes run on the store writer (``agent.writer``): a slow flash never delays the event
+loop that polls the pilot. Sessions closed here are marked local: they are never sent to an
+aggregator configured later (docs/sessions.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +26,10 @@ from pydantic import BaseModel
 
 from agent.api.reasons import StopReason
 from agent.config import AgentConfig, AnyConnector
-from agent.errors import JournalError
+from agent.errors import LedgerError
 from agent.journal import Entry
 from agent.ledger import Ledger
-from agent.orderly.events import EventLog
+from agent.orderly.events import Body, EventLog
 from agent.orderly.installer import (
     InstallerLimits,
     LimitInForce,
@@ -53,12 +54,21 @@ class NoEvents(EventLog):
         self.failures = 0
         self._notify = None
 
-    def event(self, type_: str, body: BaseModel | Mapping[str, Any],
-              connector: int | None = None) -> Entry | None:
+    def event(self, type_: str, body: Body | Callable[[], Body],
+              connector: int | None = None) -> Future[Entry | None]:
+        return _nothing()
+
+    def telemetry(self, connectors: list[BaseModel]) -> Future[Entry | None]:
+        return _nothing()
+
+    async def settled(self) -> None:
         return None
 
-    def telemetry(self, connectors: list[BaseModel]) -> Entry | None:
-        return None
+
+def _nothing() -> Future[Entry | None]:
+    done: Future[Entry | None] = Future()
+    done.set_result(None)
+    return done
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +106,7 @@ class LocalService:
         self._since = SinceTracker()
         try:
             self.ledger = Ledger(config.state_dir / "sessions.db")
-        except JournalError as exc:  # charging never depends on the record: keep it in memory
+        except LedgerError as exc:  # charging never depends on the record: keep it in memory
             log.error("ledger_unavailable", error=str(exc), fallback="memory")
             self.ledger = Ledger(":memory:")
         self.trackers = {cid: SessionTracker(

@@ -81,7 +81,8 @@ class Reporter:
                    if c.machine.ev_level not in (None, CpLevel.STATE_1)}
         meters = {cid: (round(c.stats.last_meter.energy_import_wh)
                         if c.stats.last_meter is not None else None) for cid, c in ctls.items()}
-        for r in self.svc.ledger.recover(time.time(), meters, plugged):
+        recovered = await asyncio.to_thread(self.svc.ledger.recover, time.time(), meters, plugged)
+        for r in recovered:
             tracker = self.svc.trackers[r.session.connector]
             if r.resumed:
                 tracker.session = r.session

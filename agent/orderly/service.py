@@ -121,10 +121,11 @@ class OrderlyService:
             engine, inputs, self.events, state / "limits.json",
             link_online=self._link_state, on_change=self._state_changed)
         self.control.decommissioned = (state / DECOMMISSIONED_FLAG).exists()
+        self.command_store = CommandStore(state / "commands.db", retention_s=7 * 86400)
         self.commands = CommandService(
             device_id=config.device_id,
             checker=EnvelopeChecker(
-                CommandStore(state / "commands.db", retention_s=7 * 86400),
+                self.command_store,
                 max_skew_s=self.mqtt.max_clock_skew_s,
                 issuer_keys=load_issuer_keys(self.mqtt.issuer_keys),
                 device_id=config.device_id, discharge_supported=self.mqtt.discharge),
@@ -201,15 +202,22 @@ class OrderlyService:
         self.last_command = {"at": msg.received_at, "commandId": reply.command_id,
                              "type": _command_type(msg.payload), "group": msg.group,
                              "status": reply.status.value, "reason": reply.reason.value}
-        self._state_changed()
-        return Reply(m.encode(reply))  # serialised once, the bytes the link publishes
+        if not self.control.decommissioned:  # its retained state is cleared meanwhile
+            self._state_changed()
+        encoded = Reply(m.encode(reply))  # serialised once, the bytes the link publishes
+        # The reply goes out once its record, and every event and limits.json written before
+        # it, are committed (the store writer runs in order); the loop goes on meanwhile.
+        await self.command_store.durable()
+        return encoded
 
     def _on_connected(self, outage_s: float | None) -> None:
         if outage_s is not None:
-            report = self.journal.take_link_report(time.time())
-            self.events.event("linkRestored", m.LinkRestoredBody(
-                outage_s=round(outage_s), messages_buffered=report.buffered,
-                telemetry_dropped=report.tel_dropped))
+            def restored() -> m.LinkRestoredBody:  # on the writer: the counts it keeps
+                report = self.journal.take_link_report(time.time())
+                return m.LinkRestoredBody(
+                    outage_s=round(outage_s), messages_buffered=report.buffered,
+                    telemetry_dropped=report.tel_dropped)
+            self.events.event("linkRestored", restored)
         self._state_changed()
         self.control.wake()
 
@@ -236,7 +244,7 @@ class OrderlyService:
 
     async def _set_config(self, cmd: m.SetConfigCommand) -> int:
         version = self.runtime.apply(cmd.body, self.control.engine)
-        self.runtime.save()
+        await self.journal.writer.run(self.runtime.save)
         self.events.event("configChanged", m.ConfigChangedBody(
             config_version=version, config=self.runtime.device_config(), command_id=cmd.id))
         self.security.record("configChanged", command_id=cmd.id, issuer=cmd.issuer,

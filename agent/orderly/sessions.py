@@ -8,6 +8,7 @@ ended unseen as ``PowerLoss`` or resumes the session of an EV that is still plug
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -20,8 +21,9 @@ from agent.api.models import (
     SessionUpdatedBody,
 )
 from agent.api.reasons import StopReason
-from agent.errors import JournalError
+from agent.errors import StoreError
 from agent.faults import FaultCode
+from agent.journal import Entry
 from agent.ledger import Curtailment, Ledger, RandomDelay, Session
 from agent.limits import CompositeLimit
 from agent.orderly.events import EventLog, from_wire
@@ -202,9 +204,13 @@ class SessionTracker:
     def _report(self, session_id: str, record: dict[str, object]) -> None:
         record = {**record, "idleOccupancyS": round(float(str(record["idleOccupancyS"])))}
         body = from_wire(SessionEndedBody, record)
-        entry = self._events.event("sessionEnded", body, self.connector)
-        if entry is not None:
-            self._safe(lambda: self._ledger.mark_reported(session_id, entry.seq))
+        journaled = self._events.event("sessionEnded", body, self.connector)
+
+        def mark(done: Future[Entry | None]) -> None:  # on the writer, once it is committed
+            entry = None if done.exception() else done.result()
+            if entry is not None:
+                self._safe(lambda: self._ledger.mark_reported(session_id, entry.seq))
+        journaled.add_done_callback(mark)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -225,6 +231,6 @@ class SessionTracker:
     def _safe(self, fn: Callable[[], T]) -> T | None:
         try:
             return fn()
-        except JournalError as exc:
+        except StoreError as exc:
             log.error("ledger_write_failed", connector=self.connector, error=str(exc))
             return None

@@ -37,6 +37,7 @@ def _change(led: Ledger, sid: str, i: int, prev: Curtailment | None) -> Curtailm
         led.update(sid, curtailment=Curtailment(prev.source, prev.source_id, prev.from_at,
                                                 prev.limit, at))
     led.update(sid, curtailment=new)
+    led.flush()  # the writes go to the store writer: count them committed, as before
     return new
 
 

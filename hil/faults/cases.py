@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hil.faults import clock, devices, durability, link, wallbox
+from hil.faults import clock, devices, durability, link, power, wallbox
 from hil.faults.case_report import CaseReport
 from hil.faults.testbed import Testbed
 
@@ -57,6 +57,11 @@ CASES: tuple[FaultCase, ...] = (
               durability.journal_corrupt, False, True, mqtt=True),
     FaultCase("sigkill", "agent SIGKILLed at random points (x20)", durability.sigkill, True,
               True, mqtt=True),
+    # safe state after a kill: the sigkill row (a real power cut de-energises the contactor)
+    FaultCase("power_cut", "power cut at random moments (x20, lazyfs: unsynced writes lost)",
+              power.power_cut, False, True, mqtt=True),
+    FaultCase("storage_stall", f"storage stalls (every fsync held {power.STALL_MS} ms)",
+              power.storage_stall, False, True, mqtt=True),
     FaultCase("clock_jump", "wall clock jumps back 1 h / forward 2 h", clock.clock_jump, False,
               True, mqtt=True),
     FaultCase("config_missing", "config file missing", durability.config_missing, True, False),

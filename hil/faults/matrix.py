@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hil.faults import durability
+from hil.faults import durability, power
 from hil.faults.case_report import CaseReport
 from hil.faults.cases import CASES, FaultCase
 from hil.faults.testbed import Testbed
@@ -43,14 +43,16 @@ class CaseResult:
                 **self.outcome.to_json()}
 
 
-async def run_case(case: FaultCase, out_dir: Path, *, sigkill_iterations: int = FULL_SIGKILL
-                   ) -> CaseResult:
+async def run_case(case: FaultCase, out_dir: Path, *, sigkill_iterations: int = FULL_SIGKILL,
+                   power_cuts: int | None = None) -> CaseResult:
     directory = out_dir / case.name  # Testbed resolves it (mosquitto runs in its own cwd)
     shutil.rmtree(directory, ignore_errors=True)
     o = CaseReport()
     fn = case.run
     if fn is durability.sigkill:
         fn = functools.partial(durability.sigkill, iterations=sigkill_iterations)
+    if fn is power.power_cut:
+        fn = functools.partial(power.power_cut, cuts=power_cuts or sigkill_iterations)
     t0 = time.monotonic()
     try:
         async with Testbed(directory, mqtt=case.mqtt, **case.bench) as bench:

@@ -39,14 +39,17 @@ def expected(unit: int, address: int, count: int) -> list[int]:
 
 
 async def test_pilot_poll_overtakes_queued_meter_reads() -> None:
-    async with rig([device(METER), device(PILOT)], LineSettings(9600)) as r:
-        r.sim.set_latency(METER, 0.05)
+    # the meter's first answer is held until everything is queued: a latency would race the
+    # queueing on a loaded machine
+    async with rig([device(METER), device(PILOT)], LineSettings(9600), timeout_s=5.0) as r:
+        r.sim.hold(METER)
         first = asyncio.create_task(r.bus.read(METER, 3, 0, 10))
         await wait_until(lambda: len(r.sim.accesses) == 1)  # the first meter read is on the wire
         queued = [asyncio.create_task(r.bus.read(METER, 3, a, 2)) for a in (2, 4, 6)]
         await wait_until(lambda: r.bus.queued == 3)
         poll = asyncio.create_task(PilotBoardDriver(r.bus, PILOT).read_sample())
         await wait_until(lambda: r.bus.queued == 4)
+        r.sim.release(METER)
         await asyncio.gather(first, poll, *queued)
     order = [(unit, address) for unit, _, address, _ in r.sim.accesses]
     assert order == [(METER, 0), (PILOT, 0), (METER, 2), (METER, 4), (METER, 6)]
@@ -54,8 +57,8 @@ async def test_pilot_poll_overtakes_queued_meter_reads() -> None:
 
 
 async def test_safety_write_beats_pilot_poll_and_fifo_within_priority() -> None:
-    async with rig([device(METER), device(PILOT)]) as r:
-        r.sim.set_latency(METER, 0.05)
+    async with rig([device(METER), device(PILOT)], timeout_s=5.0) as r:
+        r.sim.hold(METER)  # the first answer waits until all four are queued
         first = asyncio.create_task(r.bus.read(METER, 3, 0, 1))
         await wait_until(lambda: len(r.sim.accesses) == 1)
         jobs = [
@@ -69,6 +72,7 @@ async def test_safety_write_beats_pilot_poll_and_fifo_within_priority() -> None:
             tasks.append(asyncio.create_task(job))
             queued = len(tasks)
             await wait_until(lambda: r.bus.queued == queued)  # noqa: B023
+        r.sim.release(METER)
         await asyncio.gather(first, *tasks)
     fcs = [(fc, address) for _, fc, address, _ in r.sim.accesses[1:]]
     assert fcs == [(5, 0), (4, 0), (6, 5), (6, 6)]

@@ -60,7 +60,7 @@ def test_seq_starts_at_one_and_is_gapless_across_reopen(tmp_path: Path) -> None:
 def test_seq_survives_every_row_being_deleted(tmp_path: Path) -> None:
     db = tmp_path / "journal.db"
     with open_journal(db) as j:
-        j.mark_sent_many([j.append("tel", tel(i), T0).seq for i in range(4)])
+        j.mark_sent_many([j.append("tel", tel(i), T0).seq for i in range(4)]).result()
         assert all_seqs(db) == []
     with open_journal(db) as j:
         assert j.append("evt", evt(0), T0).seq == 5
@@ -105,8 +105,8 @@ def test_mark_sent_deletes_telemetry_and_keeps_events_for_resync(tmp_path: Path)
     with open_journal(db) as j:
         e1, t2, e3 = j.append("evt", evt(1), T0), j.append("tel", tel(2), T0), \
             j.append("evt", evt(3), T0)
-        j.mark_sent(t2.seq)
-        j.mark_sent_many([e1.seq])
+        j.mark_sent(t2.seq).result()
+        j.mark_sent_many([e1.seq]).result()
         assert [p.seq for p in j.pending(10)] == [e3.seq]
         assert [(r.seq, r.sent) for r in j.resync(1)] == [(1, True), (3, False)]
         assert all_seqs(db) == [1, 3]
@@ -123,9 +123,9 @@ def test_backlog_drains_oldest_first_without_rereading_rows_in_flight(tmp_path: 
             drained += [b.seq for b in batch]  # published, PUBACK not yet received
             cursor = batch[-1].seq
             live = j.append("tel", tel(100), T0 + 100)  # live traffic keeps flowing
-            j.mark_sent(live.seq)
+            j.mark_sent(live.seq).result()
         assert drained == list(range(1, 11))
-        j.mark_sent_many(drained[:4])
+        j.mark_sent_many(drained[:4]).result()
         assert [p.seq for p in j.pending(100)] == list(range(5, 11))
 
 
@@ -183,7 +183,7 @@ def test_retention_prunes_only_sent_events_older_than_retention(tmp_path: Path) 
         old_sent = j.append("evt", evt(1), T0)
         old_unsent = j.append("evt", evt(2), T0)
         new_sent = j.append("evt", evt(3), T0 + 20 * day)
-        j.mark_sent_many([old_sent.seq, new_sent.seq])
+        j.mark_sent_many([old_sent.seq, new_sent.seq]).result()
         assert j.prune(T0 + 29 * day) == 0
         assert j.prune(T0 + 31 * day) == 1
         assert [r.seq for r in j.resync(0)] == [old_unsent.seq, new_sent.seq]
@@ -192,7 +192,7 @@ def test_retention_prunes_only_sent_events_older_than_retention(tmp_path: Path) 
 def test_resync_returns_held_events_from_seq(tmp_path: Path) -> None:
     with open_journal(tmp_path / "j.db") as j:
         seqs = [j.append("evt" if i % 2 else "tel", evt(i), T0 + i).seq for i in range(10)]
-        j.mark_sent_many(seqs)
+        j.mark_sent_many(seqs).result()
         got = j.resync(4)
         assert [r.seq for r in got] == [4, 6, 8, 10]
         assert all(r.kind == "evt" and r.sent for r in got)
@@ -230,7 +230,7 @@ def test_journal_properties_under_random_operations(ops: list[tuple[str, Any]]) 
                 elif op == "ack":
                     unsent = [p.seq for p in j.pending(1000)]
                     if unsent:
-                        j.mark_sent(unsent[arg % len(unsent)])
+                        j.mark_sent(unsent[arg % len(unsent)]).result()
                         acked.add(unsent[arg % len(unsent)])
                 else:
                     j.close()

@@ -98,7 +98,7 @@ def test_full_disk_raises_journal_error_and_keeps_committed_rows(tmp_path: Path)
         assert j.last_seq == stored[-1]
         assert [p.seq for p in j.pending(10**6)] == stored  # nothing committed was lost
         # space comes back once events are delivered: the next seq follows without a gap
-        j.mark_sent_many(stored[:50])
+        j.mark_sent_many(stored[:50]).result()
         more = [j.append("evt", {"type": "y", "pad": "z" * 300}, T0).seq for _ in range(20)]
         assert more == list(range(stored[-1] + 1, stored[-1] + 21))
         assert j.stats().evt_pruned_early_total > 0  # sent events made room for unsent ones
