@@ -163,3 +163,14 @@ async def test_a_limit_set_while_the_control_task_feeds_is_applied_after_it(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_an_older_plan_carried_out_late_does_not_undo_a_newer_one(tmp_path: Path) -> None:
+    """The control task's plan (the session start: unconstrained) and a command's (10 A) may
+    be carried out in either order; whichever goes last, the newest limit stays on the wire."""
+    control, _, log, _ = port(tmp_path)
+    older = control.evaluate(time.time())  # the control task, before its feed is awaited
+    assert [limit for _, limit in older.feed.higher] == [32.0]
+    await control.carry_out(control.set_limit("c1", 10.0, "A", 600.0, time.time()))
+    await control.carry_out(older)  # the control task's feed goes out only now
+    assert [ev for _, ev, _ in log][-1] == LimitChanged(10.0)  # type: ignore[misc]
