@@ -288,13 +288,15 @@ class OrderlyControl:
 
     async def run(self) -> None:
         while True:
+            # cleared before the evaluation, never after the feed: a change that arrives while
+            # the feed is awaited (an installer limit as charging starts) must wake us again
+            self._wake.clear()
             now = self._clock()
             plan = self.evaluate(now)
             await self.carry_out(plan)
             wake_at = plan.wake_at
             timeout = MAX_SLEEP_S if wake_at is None else max(0.0, min(wake_at - now,
                                                                         MAX_SLEEP_S))
-            self._wake.clear()
             try:
                 async with asyncio.timeout(timeout + 0.001):
                     await self._wake.wait()
