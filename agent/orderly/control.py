@@ -288,13 +288,15 @@ class OrderlyControl:
 
     async def run(self) -> None:
         while True:
+            # cleared before the evaluation, never after the feed: a change that arrives while
+            # the feed is awaited (an installer limit as charging starts) must wake us again
+            self._wake.clear()
             now = self._clock()
             plan = self.evaluate(now)
             await self.carry_out(plan)
             wake_at = plan.wake_at
             timeout = MAX_SLEEP_S if wake_at is None else max(0.0, min(wake_at - now,
                                                                         MAX_SLEEP_S))
-            self._wake.clear()
             try:
                 async with asyncio.timeout(timeout + 0.001):
                     await self._wake.wait()
@@ -342,14 +344,19 @@ class OrderlyControl:
         return StationInput(self.context(cid), plugged,
                             m.ev_level in (CpLevel.STATE_3, CpLevel.STATE_D))
 
-    @staticmethod
-    async def _feed(feed: Feed) -> None:
-        """Decreases are on the wire before increases (``Feed``)."""
+    async def _feed(self, feed: Feed) -> None:
+        """Decreases are on the wire before increases (``Feed``). Each connector gets the limit
+        of the newest evaluation, not the one of this plan: a command's plan and the control
+        task's may be carried out in either order, and an older one must not win."""
         for group in (feed.lower, feed.higher):
             if len(group) == 1:  # in this task: no extra hop before the duty write
-                await group[0][0].feed(LimitChanged(group[0][1]))
+                await self._feed_one(group[0][0])
             elif group:
-                await asyncio.gather(*(ctl.feed(LimitChanged(limit)) for ctl, limit in group))
+                await asyncio.gather(*(self._feed_one(ctl) for ctl, _ in group))
+
+    async def _feed_one(self, ctl: ConnectorHandle) -> None:
+        limit = self.connectors[ctl.id].fed_limit  # read as the feed is queued: the newest
+        await ctl.feed(LimitChanged(limit))
 
     def _lifecycle(self, now: float) -> bool:
         """commandStarted once a lease/profile is in force; completed/expired when it lapses.

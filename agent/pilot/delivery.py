@@ -9,9 +9,16 @@ so the shell only pumps: it feeds what it read (``PilotSampled``, ``RelaySampled
 - R1 open retry: a contactor open that did not reach the relay board is retried
   ``OPEN_RETRIES`` times at once, then re-sent as soon as the relay board answers again (GB/T
   18487.1 A.3.10: the supply opens when the pilot says so; the machine will not ask twice).
-- R2 feedback hold: a re-sent open arrived late, but the machine times its welded check from the
-  open it commanded; the mirror contact is not judged (no ``RelaySampled`` reaches the machine)
-  for ``contactor_feedback_timeout_s`` after the re-send, so the contacts get their full time.
+- R2 feedback hold: the machine times its welded check from the open it commanded, but the
+  relay board gets that open only when its write is delivered: at once, or late (the bus's own
+  retries, R1's retries, a re-send once the board answers). A closed mirror contact is
+  therefore not judged (that ``RelaySampled`` does not reach the machine) while an open is on
+  its way or undelivered, nor for ``contactor_feedback_timeout_s`` after it was delivered: the
+  contacts get their full time, and a board that never got the open is never called welded.
+  An open mirror contact always reaches the machine (it cannot raise a weld). Delivered is known
+  at the next input that is not its ``ActionFailed`` (the shell applies a step's writes, and
+  reports their failures, before it feeds the next input); that input's time is no earlier
+  than the delivery, so a real weld is judged at most one input after delivery + timeout.
 - R3 duty re-send: a duty write that failed, or a board that outputs another duty than
   commanded for ``DUTY_MISMATCH_POLLS`` samples (a write applied late, a board reset), gets the
   commanded duty written again once the pilot board answers. Not while the board's own
@@ -173,6 +180,8 @@ class Delivery:
         self._duty_why: ResendReason = "board_back"
         self._mismatch = 0
         self._hold_until = float("-inf")  # R2
+        self._open_undelivered = False  # R2: an open failed and has not reached the board
+        self._open_in_flight = False  # R2: an open was handed out, not yet known delivered
         self._meter_last: MeterRead | None = None
         self._frozen = 0
         self._cp_mv = 0
@@ -190,6 +199,9 @@ class Delivery:
     def step(self, inp: Input, now: float) -> Delivered:
         """Feed one input at ``now``; the returned writes go to the boards in order."""
         out: list[Output] = []
+        if self._open_in_flight and not isinstance(inp, ActionFailed):
+            self._open_in_flight = self._open_undelivered = False  # R2: it was delivered
+            self._hold_until = now + self.machine.settings.contactor_feedback_timeout_s
         match inp:
             case ActionFailed():
                 self._failed(inp.action, out)
@@ -206,11 +218,10 @@ class Delivery:
             case RelaySampled():
                 if self._open_pending and not self.machine.contactor_commanded:
                     out.append(Resend(_OPEN, "board_back", OPEN_RETRIES))
-                    self._open_pending = False
-                    self._hold_until = now + self.machine.settings.contactor_feedback_timeout_s
+                    self._open_pending, self._open_in_flight = False, True
                 elif self._open_pending:  # the machine closes again: that open is moot
                     self._open_pending = False
-                if now < self._hold_until:
+                if self._not_judged(inp, now):
                     return Delivered(tuple(out), self._deadline)
                 if inp.contactor_closed != self._feedback:
                     self._feedback = inp.contactor_closed
@@ -226,8 +237,9 @@ class Delivery:
         step = self.machine.step(event, now)
         self._deadline = step.next_deadline
         for action in step.actions:
-            if isinstance(action, SetContactor):
-                self._open_pending = False  # a fresh command supersedes any re-send
+            if isinstance(action, SetContactor):  # a fresh command supersedes any re-send
+                self._open_pending = self._open_undelivered = False
+                self._open_in_flight = action == _OPEN
             elif isinstance(action, SetDuty):
                 self._duty_pending = False
         out.extend(step.actions)
@@ -235,6 +247,12 @@ class Delivery:
         if level is not None and level != self._ev_level:
             old, self._ev_level = self._ev_level, level
             out.append(EvLevelChanged(old, level, self._cp_mv))
+
+    def _not_judged(self, s: RelaySampled, now: float) -> bool:
+        """R2: a closed mirror contact while the open has not had its time on the board."""
+        if self.machine.contactor_commanded or not s.contactor_closed:
+            return False
+        return self._open_undelivered or self._open_in_flight or now < self._hold_until
 
     # --- R1, R3: failed writes -------------------------------------------------------------
 
@@ -246,11 +264,12 @@ class Delivery:
         if isinstance(action, SetDuty):
             self._duty_pending, self._duty_why = True, "board_back"
         elif action == _OPEN and not self.machine.contactor_commanded:
+            self._open_undelivered, self._open_in_flight = True, False
             if reason == "board_back":  # the board is still unreachable: wait for it again
-                self._hold_until = float("-inf")
                 self._open_pending = True
             elif attempt < OPEN_RETRIES:
                 out.append(Resend(_OPEN, "retry", attempt + 1))
+                self._open_in_flight = True
             else:
                 self._open_pending = True
 

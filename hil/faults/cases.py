@@ -34,7 +34,8 @@ class FaultCase:
 CASES: tuple[FaultCase, ...] = (
     FaultCase("meter_silent", "meter silent", devices.meter_silent, True, True),
     FaultCase("meter_crc", "meter CRC errors (burst)", devices.meter_crc_errors, False, True),
-    FaultCase("meter_slow", "meter slow answers (3x timeout)", devices.meter_slow, False, True),
+    FaultCase("meter_slow", "meter slow answers (3x timeout)", devices.meter_slow, False, True,
+              bench=devices.METER_SLOW_BENCH),
     FaultCase("meter_frozen", "meter frozen values", devices.meter_frozen, False, True,
               mqtt=True),
     FaultCase("pilot_frozen", "pilot board frozen (sample_seq stops)", devices.pilot_frozen,

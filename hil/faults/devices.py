@@ -9,6 +9,7 @@ hardware stays safe, removes the cause and checks the way back to charging.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from agent.shell.connector import METER_FROZEN_READS
 from hil.faults.case_report import CaseReport
@@ -97,27 +98,48 @@ async def meter_crc_errors(b: Testbed, o: CaseReport) -> None:
     o.recovered, o.recovery = True, "nothing to recover"
 
 
+# Answers at 3x the meter bus's timeout. Where a late frame lands is up to the timing: in a
+# drain window (dropped) or in a later request of the same shape, which RTU cannot tell apart
+# (``drivers.bus``), and then that read succeeds with values one poll old. The case used to rely
+# on the latter to stay clear of METER_LOST; the grace time now outlasts the slow phase, so the
+# checks hold whichever way each frame goes.
+METER_SLOW_LATENCY_X = 3
+METER_SLOW_PHASE_S = 4.0
+METER_SLOW_BENCH: dict[str, Any] = {"overrides": {"safety": {"meter_grace_s": 10}}}
+
+
 async def meter_slow(b: Testbed, o: CaseReport) -> None:
-    """Answers at 3x the bus timeout: most reads time out, some late answers still land."""
+    """Answers at 3x the bus timeout: reads time out and count as failed, charging goes on
+    (within the grace time), and the reading catches up once answers are in time."""
     if not await start_charging(b, o):
         return
     timeout_ms = b.r.config.buses["meter"].timeout_ms
-    b.r.inject("slow_answers", {"bus": "meter", "unit": 1, "latency_ms": timeout_ms * 3})
-    before = ((await b.status()).get("errors") or {}).get("meter", 0)
-    await continue_charging(b, o, 4.0)
+    grace = b.r.config.safety.meter_grace_s
+    o.check(grace > METER_SLOW_PHASE_S + 3, "the grace time outlasts the slow phase")
+
+    def meter_errors(s: dict[str, Any]) -> int:
+        return int((s.get("errors") or {}).get("meter", 0))
+
+    before = meter_errors(await b.status())
+    b.r.inject("slow_answers", {"bus": "meter", "unit": 1,
+                                "latency_ms": timeout_ms * METER_SLOW_LATENCY_X})
+    # the first request after the inject is answered late for certain: its read fails
+    st = await b.wait_status(lambda s: meter_errors(s) > before, 5.0)
+    o.check(st is not None, "late answers counted as failed meter reads")
+    await continue_charging(b, o, METER_SLOW_PHASE_S)
     st = await b.status()
-    failed = (st.get("errors") or {}).get("meter", 0) - before
-    o.check(failed >= 1, "late answers counted as failed meter reads")
-    o.check(not st.get("faults"), "no METER_LOST while a reading lands within the grace time")
+    failed = meter_errors(st) - before
+    o.check(not st.get("faults"), "no fault while the meter is slow (within the grace time)")
     b.r.inject("slow_answers", False)
     caught_up = await b.wait_status(
         lambda s: abs(float((s.get("meter") or {}).get("energyImportWh") or 0)
                       - b.r.connector().energy_wh) < 2.0, 5.0)
     o.check(caught_up is not None, "meter energy caught up once answers are in time")
-    o.say(f"kept charging; {failed} reads timed out in 4 s, the late frames were drained")
-    o.notes.append(f"answers at 3x the {timeout_ms} ms timeout: a reading still lands within "
-                   "meter_grace_s, so no METER_LOST (a meter that never answers in time is the "
-                   "'meter silent' row)")
+    o.say(f"kept charging; {failed} reads timed out in {METER_SLOW_PHASE_S:g} s")
+    o.notes.append(f"answers at {METER_SLOW_LATENCY_X}x the {timeout_ms} ms timeout for "
+                   f"{METER_SLOW_PHASE_S:g} s, meter_grace_s {grace:g}: no METER_LOST whether "
+                   "or not a late frame is taken for a later request (a meter that never "
+                   "answers in time past the grace is the 'meter silent' row)")
     o.recovered, o.recovery = caught_up is not None, "by itself"
 
 

@@ -10,9 +10,12 @@ and agent/orderly has no import cycle, with commands never reaching into the eng
 from __future__ import annotations
 
 import ast
+import asyncio
+import contextlib
 import time
 from pathlib import Path
 
+import pytest
 from test_connector_controller import SETTINGS, TIMING, Boards
 
 from agent.api.reasons import Reason, ReplyStatus
@@ -120,3 +123,54 @@ def test_orderly_has_no_import_cycle_and_commands_stay_out_of_the_engine() -> No
     assert [m for m in graph if reaches(m, m, set())] == []
     assert ".engine" not in (pkg / "commands.py").read_text()
     assert "agent.orderly" not in " ".join(_imports(ROOT / "agent" / "shell" / "connector.py"))
+
+
+class Gated(Recorded):
+    """Holds its first feed until released: the moment a session start's offer is on its way."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+        self.fed: asyncio.Queue[Input] = asyncio.Queue()
+
+    async def feed(self, event: Input) -> Delivered:
+        if not self.release.is_set():
+            self.entered.set()
+            await self.release.wait()
+        done = await super().feed(event)
+        self.fed.put_nowait(event)
+        return done
+
+
+async def test_a_limit_set_while_the_control_task_feeds_is_applied_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retrofit HIL failure: the installer's 10 A arrived while the control task awaited
+    the feed of the session start's 16 A; the wake-up was cleared after the feed, so the 10 A
+    waited for the next periodic look (here: never) and 16 A stayed on the wire."""
+    monkeypatch.setattr("agent.orderly.control.MAX_SLEEP_S", 3600.0)
+    control, events, log, boards = port(tmp_path)
+    gated = Gated(1, boards[1], events, log)
+    control.connectors[1].controller = gated
+    task = asyncio.create_task(control.run())
+    try:
+        await gated.entered.wait()  # the control task is feeding the unconstrained 32 A
+        control.set_site_limit(1, 10.0)  # the installer's limit, meanwhile
+        gated.release.set()
+        async with asyncio.timeout(10):  # liveness only: without the fix, never
+            fed = [await gated.fed.get(), await gated.fed.get()]
+        assert fed == [LimitChanged(32.0), LimitChanged(10.0)]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_an_older_plan_carried_out_late_does_not_undo_a_newer_one(tmp_path: Path) -> None:
+    """The control task's plan (the session start: unconstrained) and a command's (10 A) may
+    be carried out in either order; whichever goes last, the newest limit stays on the wire."""
+    control, _, log, _ = port(tmp_path)
+    older = control.evaluate(time.time())  # the control task, before its feed is awaited
+    assert [limit for _, limit in older.feed.higher] == [32.0]
+    await control.carry_out(control.set_limit("c1", 10.0, "A", 600.0, time.time()))
+    await control.carry_out(older)  # the control task's feed goes out only now
+    assert [ev for _, ev, _ in log][-1] == LimitChanged(10.0)  # type: ignore[misc]
