@@ -134,7 +134,8 @@ FAULTS: Mapping[FaultCode, FaultInfo] = MappingProxyType(
             ),
             _info(
                 FaultCode.CONTACTOR_WELDED, ClearPolicy.RESET_ONLY,
-                "contactor mirror contact still closed after the open command: output may be live",
+                "contactor mirror contact still closed after the open reached the relay board: "
+                "output may be live",
                 "explicit reset while the mirror contact reads open (never by unplug)",
                 "hardware.md relay board",
             ),
