@@ -111,6 +111,24 @@ async def journal_corrupt(b: Testbed, o: CaseReport) -> None:
     o.recovered, o.recovery = bool(aside), "by itself at start-up"
 
 
+async def run_then_kill(b: Testbed, rng: random.Random) -> None:
+    """Start the agent, do one random thing a session does, and kill -9 it up to 1.5 s later:
+    the step the SIGKILL and power-cut series repeat, each then checking what survived."""
+    await b.start_agent()
+    ev = b.r.ev
+    step = rng.random()
+    if not ev.plugged:
+        b.r.ev_action("plug_in", cable_a=32, wants_charge=True)
+    elif step < 0.4:
+        b.r.ev_action("unplug")
+    elif step < 0.6:
+        b.r.ev_action("open_s2" if ev.s2_closed else "close_s2")
+    else:
+        await b.command("limit", limit_a=rng.choice([10, 16, None]))
+    await asyncio.sleep(rng.uniform(0.0, 1.5))
+    b.kill_agent()
+
+
 async def sigkill(b: Testbed, o: CaseReport, iterations: int = 20, seed: int = 2026) -> None:
     """SIGKILL at random points of sessions, restart each time; nothing recorded may be lost."""
     assert b.sub is not None
@@ -118,19 +136,7 @@ async def sigkill(b: Testbed, o: CaseReport, iterations: int = 20, seed: int = 2
     worst: float = 0.0
     opened_by_restart = 0
     for _ in range(iterations):
-        await b.start_agent()
-        ev = b.r.ev
-        step = rng.random()
-        if not ev.plugged:
-            b.r.ev_action("plug_in", cable_a=32, wants_charge=True)
-        elif step < 0.4:
-            b.r.ev_action("unplug")
-        elif step < 0.6:
-            b.r.ev_action("open_s2" if ev.s2_closed else "close_s2")
-        else:
-            await b.command("limit", limit_a=rng.choice([10, 16, None]))
-        await asyncio.sleep(rng.uniform(0.0, 1.5))
-        b.kill_agent()
+        await run_then_kill(b, rng)
         t_kill = b.r.now()
         if b.r.contactor_closed():  # the restart must open it before anything else
             await b.start_agent(wait=False)

@@ -21,6 +21,7 @@ from typing import Any
 
 from hil.faults.case_report import CaseReport
 from hil.faults.devices import finish_data_check, start_charging
+from hil.faults.durability import run_then_kill
 from hil.faults.link import end_session, sessions_check, wait_log
 from hil.faults.testbed import Testbed
 from hil.lazymount import LazyMount
@@ -86,19 +87,7 @@ async def power_cut(b: Testbed, o: CaseReport, cuts: int = 20, seed: int = 2026)
     acked_total = 0
     try:
         for _ in range(cuts):
-            await b.start_agent()
-            ev = b.r.ev
-            step = rng.random()
-            if not ev.plugged:
-                b.r.ev_action("plug_in", cable_a=32, wants_charge=True)
-            elif step < 0.4:
-                b.r.ev_action("unplug")
-            elif step < 0.6:
-                b.r.ev_action("open_s2" if ev.s2_closed else "close_s2")
-            else:
-                await b.command("limit", limit_a=rng.choice([10, 16, None]))
-            await asyncio.sleep(rng.uniform(0.0, 1.5))
-            b.kill_agent()
+            await run_then_kill(b, rng)
             events, sessions = acknowledged(b)  # nothing more can arrive: the agent is dead
             acked_total = len(events)
             disk.cut()
