@@ -109,3 +109,26 @@ def test_commented_mqtt_example_is_valid(example: dict[str, Any]) -> None:
     example["mqtt"] = yaml.safe_load("\n".join(block))["mqtt"]
     cfg = parse_config(example)
     assert cfg.mqtt is not None and cfg.mqtt.tls and cfg.mqtt.cert_file is not None
+
+
+def test_a_boards_config_does_not_load_the_wallbox_code() -> None:
+    """The retrofit's config models, profiles, machine and driver cost RSS (BENCHMARKS.md P3):
+    an agent without a wallbox loads none of them; one with a wallbox still validates it."""
+    import subprocess
+    import sys
+
+    retrofit = EXAMPLE.with_name("retrofit-heidelberg.example.yaml")
+    code = (
+        "import sys\n"
+        "from agent.config import load_config\n"
+        "import agent.shell.app, agent.shell.wiring, agent.busplan, agent.orderly.service\n"
+        f"cfg = load_config({str(EXAMPLE)!r})\n"
+        "agent.busplan.analyse(cfg)\n"
+        "print(sorted(m for m in sys.modules if 'wallbox' in m))\n"
+        f"cfg = load_config({str(retrofit)!r})\n"
+        "print(type(cfg.connectors[0]).__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2]).stdout.split("\n")
+    assert out[0] == "[]", out[0]
+    assert out[1] == "agent.config_wallbox"
