@@ -99,9 +99,28 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def import_structlog_without_greenlet() -> None:
+    """Import structlog with greenlet hidden from it, in the daemon processes only.
+
+    structlog's deprecated ``threadlocal`` module imports greenlet whenever it is installed (a
+    development venv has it, through playwright) and with it libstdc++: +1.1 MB RSS in a process
+    that runs no greenlet (BENCHMARKS.md P3). Hidden for that one import, structlog falls back to
+    ``threading.local``; greenlet stays importable afterwards. A production install
+    (requirements/runtime.txt) has no greenlet, so there this changes nothing.
+    """
+    if "structlog" in sys.modules or "greenlet" in sys.modules:
+        return
+    sys.modules["greenlet"] = None  # type: ignore[assignment]  # import greenlet -> ImportError
+    try:
+        import structlog  # noqa: F401
+    finally:
+        del sys.modules["greenlet"]
+
+
 def _run(path: str) -> int:
     """check-config's verdict first (same code, same exit codes): nothing is opened or written
     for a config check-config refuses."""
+    import_structlog_without_greenlet()
     from agent.busplan import checked_config, refusals, render
     from agent.logsetup import configure_logging
 

@@ -132,3 +132,26 @@ def test_a_boards_config_does_not_load_the_wallbox_code() -> None:
                          check=True, cwd=Path(__file__).resolve().parents[2]).stdout.split("\n")
     assert out[0] == "[]", out[0]
     assert out[1] == "agent.config_wallbox"
+
+
+def test_the_daemon_imports_structlog_without_greenlet() -> None:
+    """greenlet (a dev dependency through playwright) costs the daemon ~1.1 MB when structlog
+    finds it; it stays importable for everyone else after the daemon's import."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from agent.cli import import_structlog_without_greenlet\n"
+        "import_structlog_without_greenlet()\n"
+        "import structlog, structlog.threadlocal, threading\n"
+        "print('greenlet' in sys.modules, structlog.threadlocal.ThreadLocal is threading.local)\n"
+        "import importlib.util\n"
+        "print(importlib.util.find_spec('greenlet') is not None)\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    lines = out.stdout.split("\n")
+    assert lines[0] == "False True", out
+    assert lines[1] == str(importlib.util.find_spec("greenlet") is not None)
