@@ -156,32 +156,3 @@ def test_the_daemon_imports_structlog_without_greenlet() -> None:
     assert lines[0] == "False True", out
     assert lines[1] == str(importlib.util.find_spec("greenlet") is not None)
 
-
-def _thread_arenas(call: bool) -> int:
-    import subprocess
-    import sys
-
-    code = (
-        "import threading\n"
-        "from agent.cli import one_malloc_arena\n"
-        f"asked = one_malloc_arena() if {call} else False\n"
-        "keep = []\n"
-        "t = threading.Thread(target=lambda: keep.extend(bytearray(2000) for _ in range(2000)))\n"
-        "t.start(); t.join()\n"
-        "maps = open('/proc/self/maps').read().splitlines()\n"
-        # a thread arena: a 64 MB-aligned anonymous mapping (its heap) followed by its reserve
-        "n = sum(1 for m in maps if m.split()[0].split('-')[0].endswith('000000')\n"
-        "        and len(m.split()) == 5 and m.split()[1] == 'rw-p')\n"
-        "print(asked, n)\n"
-    )
-    env = {k: v for k, v in __import__("os").environ.items() if k != "MALLOC_ARENA_MAX"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=env, cwd=Path(__file__).resolve().parents[2]).stdout.split()
-    assert out[0] == str(call), out
-    return int(out[1])
-
-
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
-def test_the_daemon_threads_share_one_malloc_arena() -> None:
-    """The store writer's allocations go to the main arena, not a 64 MB arena of its own."""
-    assert _thread_arenas(call=True) < _thread_arenas(call=False)
