@@ -51,8 +51,11 @@ lint: venv
 	$(PY) -m ruff check agent drivers hil tests deploy
 	$(PY) -m mypy agent drivers deploy/wheelhouse.py
 
+# Unit and driver tests on every core (pytest-xdist; --dist loadfile keeps a module's fixtures in
+# one worker); the HIL tests measure reaction times on the rig, so they run alone, one at a time.
 test: venv mosquitto browser fuse lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile tests/unit tests/drivers
+	$(PY) -m pytest -q tests/hil
 
 bench: venv mosquitto
 	$(VENV)/bin/evse-hil bench

@@ -289,11 +289,18 @@ class Ledger:
 def read_sessions(path: Path, *, since: float | None = None,
                   connector: int | None = None) -> list[Session]:
     """The sessions of a ledger no agent is running on, read without writing anything (no
-    -wal/-shm created, no schema change: ``evse-agent sessions`` with the agent stopped)."""
+    -wal/-shm created, no schema change: ``evse-agent sessions`` with the agent stopped).
+
+    An agent that stopped without a checkpoint (SIGKILL, power loss, or simply never closing its
+    connection) leaves its latest commits in ``sessions.db-wal``. ``immutable=1`` would ignore
+    that file and miss exactly the newest sessions, so a non-empty WAL is read read-only instead.
+    """
     if not path.exists():
         raise LedgerError("no session ledger", path=str(path), cause="io")
+    wal = path.with_name(path.name + "-wal")
+    mode = "mode=ro" if wal.exists() and wal.stat().st_size > 0 else "immutable=1"
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
     except sqlite3.Error as exc:
         raise to_store_error(exc, "reading sessions", path, error=LedgerError) from exc
     try:

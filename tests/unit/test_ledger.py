@@ -177,3 +177,44 @@ def test_prune_forgets_only_reported_sessions(ledger: Ledger) -> None:
     ledger.mark_reported(a, 1)
     assert ledger.prune(T0 + 100) == 1
     assert [s.session_id for s in ledger.unreported()] == [b]
+
+
+def test_sessions_of_a_stopped_agent_include_those_still_in_the_wal(db: Path) -> None:
+    """`evse-agent sessions` with the agent stopped: a process that ended without a checkpoint
+    (SIGKILL, power loss, no close) left its newest commits only in the -wal file."""
+    import subprocess
+    import sys
+
+    from agent.ledger import read_sessions
+
+    writer = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from agent.ledger import Ledger\n"
+        "led = Ledger(Path(sys.argv[1]))\n"
+        f"s = led.open_session(1, {T0}, 10_000, session_id='s-wal')\n"
+        f"led.close(s.session_id, {T0} + 600, 10_500, 'EVDisconnected')\n"
+        "from agent.writer import shared_writer\n"
+        "shared_writer().call(lambda: None)  # the commits have landed\n"
+        "os._exit(0)  # then no close, no checkpoint\n"
+    )
+    subprocess.run([sys.executable, "-c", writer, str(db)], check=True, timeout=60)
+    wal = db.with_name(db.name + "-wal")
+    assert wal.exists() and wal.stat().st_size > 0  # the session lives in the WAL only
+
+    [found] = read_sessions(db)
+    assert (found.session_id, found.listing()["energyWh"]) == ("s-wal", 500)
+
+
+def test_reading_a_checkpointed_ledger_creates_no_files(db: Path) -> None:
+    from agent.ledger import read_sessions
+
+    led = Ledger(db)
+    s = led.open_session(1, T0, 0, session_id="s-1")
+    led.close(s.session_id, T0 + 60, 100, "EVDisconnected")
+    led.close_db()
+    for suffix in ("-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    before = sorted(p.name for p in db.parent.iterdir())
+    assert [s.session_id for s in read_sessions(db)] == ["s-1"]
+    assert sorted(p.name for p in db.parent.iterdir()) == before
