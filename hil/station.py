@@ -23,13 +23,36 @@ import contextlib
 import signal
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
 from agent.config import AgentConfig
 from hil.agent_process import AgentProcess
 from hil.rig import Rig, RigOptions
+
+
+class StationHarness:
+    """Base of the harnesses built around a Station (``Testbed``, ``AgentOnRig``): ``async
+    with`` runs ``open``, and ``close`` also when ``open`` fails part-way, so a failed start
+    leaves no broker, rig or agent process behind. ``close`` copes with what never opened."""
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.open()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 class Station:

@@ -181,9 +181,10 @@ def content_hash(envelope: Mapping[str, Any]) -> str:
 class CommandStore(Protocol):
     """Persisted replies (for duplicates) and per-issuer ``seq`` high-water marks.
 
-    ``agent/store.py`` implements it on SQLite; a Reply persists as ``reply.model_dump_json()``
-    and comes back with ``Reply.model_validate_json``. Rows may be dropped once ``expires_at``
-    (plus a margin) has passed; a row without ``expires_at`` is kept for the retention period.
+    ``agent/command_store.py`` implements it on SQLite; a Reply persists as
+    ``reply.model_dump_json()`` and comes back with ``Reply.model_validate_json``. Rows may be
+    dropped once ``expires_at`` (plus a margin) has passed; a row without ``expires_at`` is kept
+    for the retention period.
     ``record`` with ``seq`` also raises the issuer's mark to at least ``seq``, atomically, so a
     crash can never leave a raised mark without the reply (which would turn a redelivery into
     REPLAY instead of ``duplicate``). Marks never go down.

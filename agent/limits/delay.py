@@ -17,12 +17,19 @@ first charge start of a session always waits, whatever the binding source, becau
 arriving is not a grid response; a later resume caused by a dsr command applies at once.
 The restore when a dsr curtailment lapses is an ordinary increase and waits too (it is what
 would otherwise make every charger of a group step up in the same second).
+
+:func:`start_delays` lists the other kind of delay: a profile's drawn ``randomizeStartS``
+spread, while its shifted start is still ahead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+
+from agent.limits.context import ChargeContext
+from agent.limits.profiles import Installed
+from agent.limits.timeline import origin
 
 Uniform = Callable[[float, float], float]
 """Injected randomness: ``uniform(a, b)`` returns a float in ``[a, b]`` (e.g. Random.uniform)."""
@@ -124,3 +131,25 @@ class DelayGate:
         self.offered, self.pending = target, None
         if target is None or target >= paused_below:
             self.charged = True
+
+
+def start_delays(entries: Sequence[Installed], now: float,
+                 ctx: ChargeContext) -> list[PendingDelay]:
+    """The randomizeStartS spreads drawn for installed profiles whose start is still ahead."""
+    out: list[PendingDelay] = []
+    for e in entries:
+        start = origin(e, ctx)
+        if e.start_delay_s > 0 and start is not None and start > now:
+            out.append(
+                PendingDelay(
+                    what=RANDOMIZE_START,
+                    drawn_s=e.start_delay_s,
+                    since=e.installed_at,
+                    until=start,
+                    connector=e.profile.connector,
+                    source=e.profile.layer.value,
+                    profile_id=e.profile.profile_id,
+                    command_id=e.profile.source_command_id,
+                )
+            )
+    return out

@@ -43,11 +43,11 @@ from agent.limits.context import (
     ChargeContext,
     EngineConfig,
     FailsafeConfig,
-    from_amps,
     parse_limit,
     to_amps,
 )
-from agent.limits.delay import RANDOMIZE_START, DelayGate, PendingDelay, Uniform, draw
+from agent.limits.delay import DelayGate, PendingDelay, Uniform, draw, start_delays
+from agent.limits.horizon import breakpoints, periods
 from agent.limits.profiles import (
     ChargingProfile,
     Installed,
@@ -64,7 +64,7 @@ from agent.limits.profiles import (
 from agent.limits.results import ApplyResult, CompositeLimit, CompositePeriod, EffectiveLimit
 from agent.limits.sharing import ShareState
 from agent.limits.station import StationInput, station_composites
-from agent.limits.timeline import applies_to, boundaries, finished, origin
+from agent.limits.timeline import finished
 from agent.limits.validation import requires_discharge, validate_profile
 
 STATE_VERSION = 1
@@ -272,14 +272,7 @@ class LimitsEngine:
 
     def breakpoints(self, t0: float, t1: float, connector: int, ctx: ChargeContext) -> list[float]:
         """Instants in ``(t0, t1)`` where the composite may change (a superset)."""
-        points: set[float] = set()
-        for e in self._entries:
-            if applies_to(e, connector, ctx):
-                points.update(boundaries(e, t0, t1, ctx))
-        down = ctx.link.down_since()
-        if self._failsafe is not None and down is not None:
-            points.add(down + self._failsafe.after_s)
-        return sorted(x for x in points if t0 < x < t1 and math.isfinite(x))
+        return breakpoints(self._entries, self._failsafe, t0, t1, connector, ctx)
 
     def composite_schedule(
         self,
@@ -296,22 +289,7 @@ class LimitsEngine:
         end = now + horizon_s
         starts = [now, *self.breakpoints(now, end, connector, ctx)]
         vs = ctx.volt_sum(self._config.nominal_voltage_v)
-        out: list[CompositePeriod] = []
-        for a, b in zip(starts, [*starts[1:], end], strict=True):
-            c = self.composite(a, connector, ctx)
-            limit = None if c.limit_a is None else from_amps(c.limit_a, unit, vs)
-            prev = out[-1] if out else None
-            if prev is not None and (prev.limit, prev.source, prev.profile_id) == (
-                limit,
-                c.source,
-                c.profile_id,
-            ):
-                out[-1] = CompositePeriod(
-                    prev.start, b - prev.start, limit, c.source, c.profile_id, c.command_id
-                )
-            else:
-                out.append(CompositePeriod(a, b - a, limit, c.source, c.profile_id, c.command_id))
-        return out
+        return periods(starts, end, lambda t: self.composite(t, connector, ctx), unit, vs)
 
     def effective_limit(self, now: float, connector: int, ctx: ChargeContext,
                         target: CompositeLimit | None = None) -> EffectiveLimit:
@@ -339,24 +317,8 @@ class LimitsEngine:
 
     def pending_delays(self, now: float, ctx: ChargeContext | None = None) -> list[PendingDelay]:
         """Delays drawn and not yet over: held increases and randomizeStartS spreads."""
-        ctx = ctx or ChargeContext()
-        out = [g.pending for g in self._gates.values() if g.pending is not None]
-        for e in self._entries:
-            start = origin(e, ctx)
-            if e.start_delay_s > 0 and start is not None and start > now:
-                out.append(
-                    PendingDelay(
-                        what=RANDOMIZE_START,
-                        drawn_s=e.start_delay_s,
-                        since=e.installed_at,
-                        until=start,
-                        connector=e.profile.connector,
-                        source=e.profile.layer.value,
-                        profile_id=e.profile.profile_id,
-                        command_id=e.profile.source_command_id,
-                    )
-                )
-        return out
+        held = [g.pending for g in self._gates.values() if g.pending is not None]
+        return held + start_delays(self._entries, now, ctx or ChargeContext())
 
     def next_change_after(self, now: float, connector: int, ctx: ChargeContext) -> float | None:
         """Earliest instant after ``now`` at which the offered limit may change (None: never,

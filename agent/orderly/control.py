@@ -4,11 +4,12 @@ The engine is pure; this class is its one port. It owns the engine's clock (wall
 profiles carry dates), its persistence (``limits.json``, written atomically on every change)
 and the events that tell the aggregator what happened to its commands: started (with the limit
 applied and the random delay drawn), superseded, cleared, completed, expired; fail-safe
-entered/exited. A command goes in (``set_limit``, ``set_profile``, ``clear``) and an
-``Applied`` comes out; ``carry_out`` then feeds the limits (awaited: on the wire before the
-reply), journals the events and keeps the books. The control task wakes when the engine says
-the composite may change, when a command arrives, or when the context changes (plug-in, link
-up/down), never on a fixed poll, and carries out its own ``Plan`` the same way.
+entered/exited (those that follow a reply are kept by agent/orderly/lifecycle.py). A command
+goes in (``set_limit``, ``set_profile``, ``clear``) and an ``Applied`` comes out;
+``carry_out`` then feeds the limits (awaited: on the wire before the reply), journals the
+events and keeps the books. The control task wakes when the engine says the composite may
+change, when a command arrives, or when the context changes (plug-in, link up/down), never on
+a fixed poll, and carries out its own ``Plan`` the same way.
 """
 
 from __future__ import annotations
@@ -27,13 +28,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 
-from agent.api.models import (
-    CommandClearedBody,
-    CommandStartedBody,
-    CommandSupersededBody,
-    FailsafeEnteredBody,
-    FailsafeExitedBody,
-)
+from agent.api.models import CommandClearedBody, CommandSupersededBody
 from agent.api.reasons import Reason, ReplyStatus
 from agent.errors import ConfigError
 from agent.limits import (
@@ -53,14 +48,9 @@ from agent.limits import (
 )
 from agent.limits import Status as LimitStatus
 from agent.orderly.applied import Applied, Feed, Journaled, Plan, Retarget
-from agent.orderly.events import EventLog, ev_letter, from_wire
-from agent.orderly.refs import (
-    api_source,
-    commanded_limit,
-    limit_snapshot,
-    profile_list,
-    ref_of,
-)
+from agent.orderly.events import EventLog, ev_letter
+from agent.orderly.lifecycle import CommandLifecycle
+from agent.orderly.refs import api_source, limit_snapshot, profile_list, ref_of
 from agent.orderly.sessions import SessionTracker
 from agent.pilot import LimitChanged, PilotState
 from agent.pilot.classifier import CpLevel
@@ -116,8 +106,7 @@ class OrderlyControl:
         self._clock = clock
         self._wake = asyncio.Event()
         self._collected: list[Journaled] | None = None  # a command's events, for its Applied
-        self._started: set[str] = set()
-        self._failsafe_since: float | None = None
+        self._lifecycle = CommandLifecycle()
         self.decommissioned = False
 
     # --- construction ------------------------------------------------------------------
@@ -198,7 +187,7 @@ class OrderlyControl:
             else:
                 removed = self.engine.clear(layer=layer, stack_level=stack_level)
             for p in removed:
-                self._started.discard(p.profile_id)
+                self._lifecycle.forget(p.profile_id)
                 body = CommandClearedBody(**ref_of(p).model_dump(), cleared_by=by)
                 self._event("commandCleared", body, p.connector)
             plan = self.evaluate(now, persist=bool(removed))
@@ -222,7 +211,7 @@ class OrderlyControl:
         if res.status is not LimitStatus.ACCEPTED:
             return Applied(_REPLY[res.status], Reason(res.reason.value), events=tuple(events))
         for p in res.superseded:
-            self._started.discard(p.profile_id)
+            self._lifecycle.forget(p.profile_id)
             new = res.profile
             body = CommandSupersededBody(
                 **ref_of(p).model_dump(), superseded_by=ref_of(new) if new else ref_of(p))
@@ -306,7 +295,11 @@ class OrderlyControl:
     def evaluate(self, now: float, *, persist: bool = False) -> Plan:
         """The composite at ``now``: what to feed where, and when the next change may happen.
         Pure bookkeeping on the engine; the I/O is ``carry_out``'s."""
-        persist = self._lifecycle(now) or persist
+        events, removed = self._lifecycle.step(self.engine, now,
+                                               lambda cid: self._applied_a(cid, now))
+        for e in events:
+            self._event(e.type, e.body, e.connector)
+        persist = removed or persist
         nxt: list[float] = []
         inputs = {cid: self._station_input(cid) for cid in self.connectors}
         targets = self.engine.station(now, inputs)
@@ -358,31 +351,6 @@ class OrderlyControl:
         limit = self.connectors[ctl.id].fed_limit  # read as the feed is queued: the newest
         await ctl.feed(LimitChanged(limit))
 
-    def _lifecycle(self, now: float) -> bool:
-        """commandStarted once a lease/profile is in force; completed/expired when it lapses.
-        Returns whether profiles were removed (limits.json to be written)."""
-        removed = self.engine.purge_expired(now)
-        for p in removed:
-            kind = "commandCompleted" if p.profile_id in self._started else "commandExpired"
-            self._started.discard(p.profile_id)
-            self._event(kind, ref_of(p), p.connector)
-        for inst in self.engine.installed:
-            p = inst.profile
-            start = (p.valid_from if p.valid_from is not None else inst.installed_at)
-            start += inst.start_delay_s
-            if p.profile_id in self._started or now < start:
-                continue
-            self._started.add(p.profile_id)
-            applied = self._applied_a(p.connector, now)
-            body = CommandStartedBody(
-                **ref_of(p).model_dump(),
-                applied_limit=commanded_limit(p),
-                applied_limit_a=applied,
-                random_delay_s=round(inst.start_delay_s),
-            )
-            self._event("commandStarted", body, p.connector)
-        return bool(removed)
-
     def _applied_a(self, connector: int | None, now: float) -> float | None:
         cid = connector if connector in self.connectors else next(iter(self.connectors))
         comp = self.engine.composite(now, cid, self.context(cid))
@@ -393,23 +361,13 @@ class OrderlyControl:
     def _failsafe(self, now: float) -> None:
         cid = next(iter(self.connectors))
         active = self.engine.failsafe_active(now, self.context(cid))
-        fs = self.engine.failsafe
-        if active and self._failsafe_since is None and fs is not None:
-            self._failsafe_since = now
-            unit = "A" if fs.unit is RateUnit.A else "W"
-            self._event("failsafeEntered", from_wire(FailsafeEnteredBody,
-                {"afterS": max(1, round(fs.after_s)), "limit": {"value": fs.limit,
-                                                                 "unit": unit}}))
-            log.warning("failsafe_entered", after_s=fs.after_s, limit=fs.limit, unit=unit)
-        elif not active and self._failsafe_since is not None:
-            duration = now - self._failsafe_since
-            self._failsafe_since = None
-            self._event("failsafeExited", FailsafeExitedBody(duration_s=round(duration)))
-            log.info("failsafe_exited", duration_s=round(duration, 1))
+        e = self._lifecycle.failsafe(active, self.engine.failsafe, now)
+        if e is not None:
+            self._event(e.type, e.body)
 
     @property
     def failsafe_since(self) -> float | None:
-        return self._failsafe_since
+        return self._lifecycle.failsafe_since
 
     def snapshot_limits(self, cid: int) -> dict[str, Any]:
         c = self.connectors[cid]

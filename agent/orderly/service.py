@@ -19,6 +19,7 @@ from agent import __version__
 from agent.api import models as m
 from agent.api.envelope import EnvelopeChecker
 from agent.api.reasons import StopReason
+from agent.command_store import CommandStore
 from agent.config import AgentConfig, MqttConfig
 from agent.errors import ConfigError, JournalError
 from agent.journal import Journal
@@ -44,7 +45,6 @@ from agent.orderly.security import SecurityLog
 from agent.orderly.sessions import Reading, SessionTracker
 from agent.pilot import Authorize, LimitChanged, StopRequested
 from agent.shell.handle import ConnectorHandle
-from agent.store import CommandStore
 
 log = structlog.get_logger("agent.orderly")
 

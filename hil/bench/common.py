@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import yaml
 
 from agent.config import AgentConfig, parse_config
@@ -220,6 +221,26 @@ async def start_charging(rig: Rig, timeout_s: float = 10.0) -> bool:
     elif not rig.ev.s2_closed:
         rig.ev_action("close_s2")
     return await poll_until(rig.contactor_closed, timeout_s, 0.005)
+
+
+@contextlib.asynccontextmanager
+async def telemetry_arrivals(sub: aiomqtt.Client, device_id: str) -> AsyncIterator[list[float]]:
+    """``sub`` subscribed to the device's telemetry; the list holds each message's monotonic
+    arrival time until the block ends (P3 and P7 count telemetry over their windows)."""
+    tel: list[float] = []
+    await sub.subscribe(f"evse/v1/{device_id}/tel", qos=1)
+
+    async def count() -> None:
+        async for _ in sub.messages:
+            tel.append(time.monotonic())
+
+    counter = asyncio.create_task(count())
+    try:
+        yield tel
+    finally:
+        counter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await counter
 
 
 # --- commands --------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ P3b, the share of one core in three states of the same session: charging, plugge
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from hil.bench.common import (
     proc_status_kb,
     start_charging,
     station,
+    telemetry_arrivals,
 )
 from hil.bench.stats import BenchResult, Goal, summarize
 from hil.broker import Mosquitto
@@ -112,16 +112,9 @@ async def run(out_dir: Path, progress: Progress, *, window_s: float,
     with Mosquitto(out_dir / "broker", throughput=True) as broker:
         cfg = bench_config(mqtt={"host": broker.host, "port": broker.port,
                                  "telemetry_period_s": 1})
-        tel: list[float] = []
         async with station(cfg, out_dir / "agent") as st, \
-                aiomqtt.Client(broker.host, broker.port, socket_options=NO_DELAY) as sub:
-            await sub.subscribe(f"evse/v1/{cfg.device_id}/tel", qos=1)
-
-            async def count() -> None:
-                async for _ in sub.messages:
-                    tel.append(time.monotonic())
-
-            counter = asyncio.create_task(count())
+                aiomqtt.Client(broker.host, broker.port, socket_options=NO_DELAY) as sub, \
+                telemetry_arrivals(sub, cfg.device_id) as tel:
             if not await start_charging(st.rig):
                 raise RuntimeError("the vehicle did not start charging")
             await asyncio.sleep(5.0)
@@ -149,9 +142,6 @@ async def run(out_dir: Path, progress: Progress, *, window_s: float,
             idle = await _idle_window(st, meter, progress, "plugged in, idle", idle_window_s)
             st.rig.ev_action("unplug")
             empty = await _idle_window(st, meter, progress, "no vehicle", idle_window_s)
-            counter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await counter
             ready = st.ready_s
     assert cpu0 is not None and cpu1 is not None
     share = (cpu1 - cpu0) / (w1 - w0) * 100

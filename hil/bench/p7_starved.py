@@ -14,7 +14,6 @@ bisected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time
@@ -34,6 +33,7 @@ from hil.bench.common import (
     set_limit,
     start_charging,
     station,
+    telemetry_arrivals,
     wait_frame,
 )
 from hil.bench.confine import RIG_NICE, Confinement, confinement, favour
@@ -136,20 +136,13 @@ async def charging_window(conf: Confinement, out_dir: Path, progress: Progress,
     with Mosquitto(out_dir / "broker", throughput=True) as broker:
         cfg = bench_config(mqtt={"host": broker.host, "port": broker.port,
                                  "telemetry_period_s": 1}, cycling=True)
-        tel: list[float] = []
         async with station(cfg, out_dir / "agent", EV, on_start=conf.add) as st, \
                 aiomqtt.Client(broker.host, broker.port, socket_options=NO_DELAY) as sub, \
-                aiomqtt.Client(broker.host, broker.port, socket_options=NO_DELAY) as pub:
+                aiomqtt.Client(broker.host, broker.port, socket_options=NO_DELAY) as pub, \
+                telemetry_arrivals(sub, cfg.device_id) as tel:
             st.extra["device"] = cfg.device_id
             favoured = st.rig.pid is not None and favour(st.rig.pid)
             conf.set_share(SHARE)
-            await sub.subscribe(f"evse/v1/{cfg.device_id}/tel", qos=1)
-
-            async def count() -> None:
-                async for _ in sub.messages:
-                    tel.append(time.monotonic())
-
-            counter = asyncio.create_task(count())
             if not await start_charging(st.rig):
                 raise RuntimeError("the vehicle did not start charging")
             await asyncio.sleep(3.0)
@@ -170,9 +163,6 @@ async def charging_window(conf: Confinement, out_dir: Path, progress: Progress,
             status = await _status(st)
             stalls = [e.data.get("late_ms", 0.0) for e in st.rig.timeline.events("rig_stall")
                       if e.t >= r0]
-            counter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await counter
             faults: dict[str, int] = {}
             for e in st.agent.log_events():
                 if e.get("event") == "fault_raised":

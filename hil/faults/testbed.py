@@ -29,7 +29,7 @@ from hil.poll import poll_until
 from hil.rig import Rig
 from hil.scenario import deep_merge
 from hil.scenario_runner import DEFAULT_CONFIG
-from hil.station import Station
+from hil.station import Station, StationHarness
 
 DEVICE_ID = "CN-FAULT-0001"
 AGGREGATOR, AGGREGATOR_PASSWORD = "aggregator", "bench-only-password"
@@ -64,7 +64,7 @@ def mqtt_section(port: int, **extra: Any) -> dict[str, Any]:
             "random_seed": 7, **extra}
 
 
-class Testbed:
+class Testbed(StationHarness):
     """``async with Testbed(out_dir, ...) as b``: rig started, broker (if any) up, agent not yet."""
 
     def __init__(self, out_dir: Path, *, overrides: dict[str, Any] | None = None,
@@ -83,36 +83,27 @@ class Testbed:
 
     # --- life cycle ----------------------------------------------------------------------
 
-    async def __aenter__(self) -> Testbed:
+    async def open(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            if self.retrofit:
-                data = deep_merge(yaml.safe_load(RETROFIT_CONFIG.read_text()),
-                                  RETROFIT_OVERRIDES)
-            else:
-                data = deep_merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), BASE_OVERRIDES)
-            if self.use_mqtt:
-                # the aggregator logs in; the agent connects anonymously (plain, loopback)
-                self.broker = Mosquitto(self.out_dir / "mosquitto",
-                                        refuse_anonymous=self.refuse_anonymous,
-                                        users={AGGREGATOR: AGGREGATOR_PASSWORD})
-                self.broker.start()
-                # always through the proxy: it also gates reconnection after a broker restart
-                self.proxy = await BlackholeProxy(self.broker.host, self.broker.port).start()
-                data["mqtt"] = mqtt_section(self.proxy.port, **self.mqtt_extra)
-                self.sub = await Subscriber(self.broker.host, self.broker.port, DEVICE_ID,
-                                            username=AGGREGATOR,
-                                            password=AGGREGATOR_PASSWORD).start()
-            data = deep_merge(data, self.overrides)
-            config = parse_config(data, source="fault bench")
-            self.station = await Station(config, self.out_dir, rig_dir="run").open()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        if self.retrofit:
+            data = deep_merge(yaml.safe_load(RETROFIT_CONFIG.read_text()), RETROFIT_OVERRIDES)
+        else:
+            data = deep_merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), BASE_OVERRIDES)
+        if self.use_mqtt:
+            # the aggregator logs in; the agent connects anonymously (plain, loopback)
+            self.broker = Mosquitto(self.out_dir / "mosquitto",
+                                    refuse_anonymous=self.refuse_anonymous,
+                                    users={AGGREGATOR: AGGREGATOR_PASSWORD})
+            self.broker.start()
+            # always through the proxy: it also gates reconnection after a broker restart
+            self.proxy = await BlackholeProxy(self.broker.host, self.broker.port).start()
+            data["mqtt"] = mqtt_section(self.proxy.port, **self.mqtt_extra)
+            self.sub = await Subscriber(self.broker.host, self.broker.port, DEVICE_ID,
+                                        username=AGGREGATOR,
+                                        password=AGGREGATOR_PASSWORD).start()
+        data = deep_merge(data, self.overrides)
+        config = parse_config(data, source="fault bench")
+        self.station = await Station(config, self.out_dir, rig_dir="run").open()
 
     async def close(self) -> None:
         if self.station is not None:

@@ -29,7 +29,7 @@ from hil.envelope import envelope
 from hil.poll import wait_until
 from hil.recorder import Recorder
 from hil.scenario import deep_merge
-from hil.station import Station
+from hil.station import Station, StationHarness
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "config" / "evse-agent.example.yaml"
@@ -59,7 +59,7 @@ def agent_config(device_id: str, overrides: Mapping[str, Any] | None = None,
     return parse_config(data, source=str(EXAMPLE_CONFIG))
 
 
-class AgentOnRig:
+class AgentOnRig(StationHarness):
     """One charger: rig + agent process + a recorder on its topics (see module docstring)."""
 
     def __init__(
@@ -100,18 +100,10 @@ class AgentOnRig:
 
     # --- life cycle --------------------------------------------------------------------------
 
-    async def __aenter__(self) -> AgentOnRig:
+    async def open(self) -> None:
         await self.station.open()
-        try:
-            await self.recorder.connect()
-            await self.start_agent()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await self.recorder.connect()
+        await self.start_agent()
 
     async def close(self) -> None:
         try:

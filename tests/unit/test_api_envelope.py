@@ -279,7 +279,7 @@ def test_content_hash_excludes_sig() -> None:
 
 def test_flow_against_the_sqlite_store(tmp_path: Path) -> None:
     """The same rules with the real store (agent/store.py), across a reopen (a reboot)."""
-    from agent.store import CommandStore as SqliteCommandStore
+    from agent.command_store import CommandStore as SqliteCommandStore
 
     store = SqliteCommandStore(tmp_path / "commands.db")
     first = accept(make_checker(store), envelope(seq=10))

@@ -35,6 +35,7 @@ class Boards:
     coil: bool = False
     lock: bool = False
     relay_fails: int = 0  # the next n relay writes fail
+    relay_silent: bool = False  # the relay board answers no read (it dropped off the bus)
     duty_ignored: bool = False  # the board acknowledges a duty write but keeps its duty
     meter_frozen: bool = False
     opens: int = 0  # set_contactor(False) attempts
@@ -76,6 +77,8 @@ class Boards:
         self.lock = locked
 
     async def read_inputs(self) -> RelayInputs:
+        if self.relay_silent:
+            raise DriverIOError("no answer", bus="control", unit=2)
         return RelayInputs(self.coil, self.lock)
 
     # Meter
@@ -136,12 +139,16 @@ async def test_an_open_the_relay_board_drops_is_retried_then_resent() -> None:
     boards = Boards()
     async with running(boards) as ctl:
         await charging(boards, ctl)
-        boards.relay_fails = OPEN_RETRIES + 1  # the open and its immediate retries fail
+        # The board drops off the bus: the open and its immediate retries fail, and no read
+        # answers until the test lets it back (else, on a loaded host, the re-send could come
+        # before the test looks at the owed open).
+        boards.relay_fails, boards.relay_silent = OPEN_RETRIES + 1, True
         before = boards.opens
         boards.cp = "2"  # the vehicle opens S2: the supply opens in the same step
-        await until(lambda: not ctl.machine.contactor_commanded)
-        assert boards.coil and boards.opens - before == OPEN_RETRIES + 1
-        assert ctl.core.open_pending
+        await until(lambda: not ctl.machine.contactor_commanded
+                    and boards.opens - before == OPEN_RETRIES + 1)
+        assert boards.coil and ctl.core.open_pending
+        boards.relay_silent = False
         await until(lambda: not boards.coil)  # re-sent at the next relay read
         assert boards.opens - before == OPEN_RETRIES + 2
         assert FaultCode.CONTACTOR_WELDED not in ctl.machine.active_faults  # R2 held it

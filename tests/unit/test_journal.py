@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from agent.api.envelope import CommandStore as ApiCommandStore
 from agent.api.models import Reply
 from agent.api.reasons import Reason, ReplyStatus
+from agent.command_store import CommandStore
 from agent.journal import Journal, Kind
-from agent.store import CommandStore
 
 T0 = 1_790_000_000.0  # 2026-09-21T..Z
 BIG = 50_000_000
