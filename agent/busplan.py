@@ -217,11 +217,13 @@ def analyse(cfg: AgentConfig, *, advise: bool = True) -> BusPlanReport:
                 if isinstance(b, SerialBus) else f"tcp {b.host}:{b.port}")
         buses.append(BusSchedule(name, line, txns, round(bus_load(txns), 3)))
     bounds = [_bound(cfg, c, per_bus, advise) for c in cfg.board_connectors()]
-    from agent.busplan_wallbox import plan
+    wallboxes: list[WallboxPlan] = []
+    if cfg.wallbox_connectors():  # imported only for a config that has a wallbox (RSS, P3)
+        from agent.busplan_wallbox import plan
 
+        wallboxes = [plan(cfg, c, per_bus) for c in cfg.wallbox_connectors()]
     return BusPlanReport(cfg.safety.reaction_budget_ms, buses, bounds,
-                          cfg.safety.accept_reaction_bound_over_budget,
-                          [plan(cfg, c, per_bus) for c in cfg.wallbox_connectors()])
+                          cfg.safety.accept_reaction_bound_over_budget, wallboxes)
 
 
 def checked_config(path: str) -> tuple[AgentConfig, BusPlanReport]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.busplan import PROCESSING_ALLOWANCE_S, TimedTransaction, _row, _timing
-from agent.config import AgentConfig, WallboxConnectorConfig
+from agent.config import AgentConfig
+from agent.config_wallbox import WallboxConnectorConfig
 from agent.driver_wires import wallbox_wires
 from agent.wallbox.mapping import amps_from_watts, command_amps, command_for
 from drivers.wallbox.profiles import WallboxProfile

@@ -99,9 +99,51 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def import_structlog_without_greenlet() -> None:
+    """Import structlog with greenlet hidden from it, in the daemon processes only.
+
+    structlog's deprecated ``threadlocal`` module imports greenlet whenever it is installed (a
+    development venv has it, through playwright) and with it libstdc++: +1.1 MB RSS in a process
+    that runs no greenlet (BENCHMARKS.md P3). Hidden for that one import, structlog falls back to
+    ``threading.local``; greenlet stays importable afterwards. A production install
+    (requirements/runtime.txt) has no greenlet, so there this changes nothing.
+    """
+    if "structlog" in sys.modules or "greenlet" in sys.modules:
+        return
+    sys.modules["greenlet"] = None  # type: ignore[assignment]  # import greenlet -> ImportError
+    try:
+        import structlog  # noqa: F401
+    finally:
+        del sys.modules["greenlet"]
+
+
+def one_malloc_arena() -> bool:
+    """Ask glibc for one malloc arena, before the daemon starts any thread; True if asked.
+
+    glibc gives each thread that allocates its own arena (64 MB reserved; resident here: the
+    store writer's SQLite connections ~0.7 MB, the executor's reads ~0.3 MB). The daemon
+    allocates little off the event loop, so they share the main one: -0.5 MB RSS measured with
+    MALLOC_ARENA_MAX=1, ctypes costs 0.18 MB of it (BENCHMARKS.md P3). The systemd unit sets the
+    variable, and where it is set (or the C library is not glibc's) nothing is done here.
+    """
+    import os
+
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(-8, 1))  # M_ARENA_MAX (malloc.h)
+
+
 def _run(path: str) -> int:
     """check-config's verdict first (same code, same exit codes): nothing is opened or written
     for a config check-config refuses."""
+    one_malloc_arena()
+    import_structlog_without_greenlet()
     from agent.busplan import checked_config, refusals, render
     from agent.logsetup import configure_logging
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import yaml
 from pydantic import (
@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainValidator,
     Tag,
     ValidationError,
     field_validator,
@@ -23,8 +24,10 @@ from pydantic import (
 )
 
 from agent.api.bounds import MAX_CONNECTORS
-from agent.config_wallbox import WallboxConfig
 from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.config_wallbox import WallboxConnectorConfig
 
 
 class _Strict(BaseModel):
@@ -135,34 +138,30 @@ class ConnectorConfig(_ConnectorBase):
         return self
 
 
-class WallboxConnectorConfig(_ConnectorBase):
-    """An existing wallbox driven over RS-485 (``hardware: wallbox``, retrofit.md): it runs its
-    own pilot and contactor; the agent sets its current and reads its state and energy."""
-
-    hardware: Literal["wallbox"]
-    wallbox: WallboxConfig
-    # energy from a separate meter on the bus, for a profile without an energy register
-    meter: MeterConfig | None = None
-
-    @model_validator(mode="after")
-    def _energy_source(self) -> WallboxConnectorConfig:
-        if self.meter is None and not self.wallbox.has_energy_register():
-            raise ValueError(f"wallbox profile {self.wallbox.profile!r} has no energy register: "
-                             "add a meter (any meter model) on the bus for session energy")
-        return self
-
-
 def _hardware(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("hardware", "boards"))
     return str(getattr(value, "hardware", "boards"))
 
 
-AnyConnector = Annotated[
-    Annotated[ConnectorConfig, Tag("boards")] | Annotated[WallboxConnectorConfig, Tag("wallbox")],
-    Discriminator(_hardware, custom_error_type="hardware",
-                  custom_error_message="hardware must be 'boards' or 'wallbox'"),
-]
+def _wallbox_connector(value: Any) -> Any:
+    """Validate a ``hardware: wallbox`` connector. Its models (and the wallbox profiles they
+    check against) are imported here, by a config that has one: a boards-only agent does not
+    carry them (~0.6 MB of the agent's RSS, BENCHMARKS.md P3)."""
+    from agent.config_wallbox import WallboxConnectorConfig
+
+    return WallboxConnectorConfig.model_validate(value)
+
+
+if TYPE_CHECKING:
+    AnyConnector: TypeAlias = ConnectorConfig | WallboxConnectorConfig
+else:
+    AnyConnector = Annotated[
+        Annotated[ConnectorConfig, Tag("boards")]
+        | Annotated[Any, PlainValidator(_wallbox_connector), Tag("wallbox")],
+        Discriminator(_hardware, custom_error_type="hardware",
+                      custom_error_message="hardware must be 'boards' or 'wallbox'"),
+    ]
 
 
 class SafetyConfig(_Strict):
@@ -328,7 +327,7 @@ class AgentConfig(_Strict):
 
     def wallbox_connectors(self) -> list[WallboxConnectorConfig]:
         """Connectors that are a retrofitted wallbox (``hardware: wallbox``)."""
-        return [c for c in self.connectors if isinstance(c, WallboxConnectorConfig)]
+        return [c for c in self.connectors if not isinstance(c, ConnectorConfig)]
 
     def status_path(self) -> Path:
         return self.status_file or self.state_dir / "status.json"

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent.config import MeterConfig, _ConnectorBase
 from agent.errors import driver_config_as_config_error
 from drivers.wallbox import PROFILES, WallboxProfile, profile_from_config
 
@@ -158,3 +159,20 @@ class WallboxConfig(_Strict):
 
     def has_energy_register(self) -> bool:
         return self.resolve().energy is not None
+
+
+class WallboxConnectorConfig(_ConnectorBase):
+    """An existing wallbox driven over RS-485 (``hardware: wallbox``, retrofit.md): it runs its
+    own pilot and contactor; the agent sets its current and reads its state and energy."""
+
+    hardware: Literal["wallbox"]
+    wallbox: WallboxConfig
+    # energy from a separate meter on the bus, for a profile without an energy register
+    meter: MeterConfig | None = None
+
+    @model_validator(mode="after")
+    def _energy_source(self) -> WallboxConnectorConfig:
+        if self.meter is None and not self.wallbox.has_energy_register():
+            raise ValueError(f"wallbox profile {self.wallbox.profile!r} has no energy register: "
+                             "add a meter (any meter model) on the bus for session energy")
+        return self

@@ -9,14 +9,18 @@ function code, count or period in between (issue 10, "drivers own the wire").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from agent.config import AgentConfig, ConnectorConfig, MeterConfig, WallboxConnectorConfig
+from agent.config import AgentConfig, ConnectorConfig, MeterConfig
 from agent.errors import driver_config_as_config_error
 from drivers.meters import MeterPlan, meter_plan
 from drivers.pilot_board import PilotBoardWire, pilot_board_wire
 from drivers.relay_board import RelayBoardWire, relay_board_wire
-from drivers.wallbox.wire import WallboxWire, wallbox_wire
 from drivers.wire import Transaction
+
+if TYPE_CHECKING:  # imported where a wallbox is wired: a boards-only agent does not carry it
+    from agent.config_wallbox import WallboxConnectorConfig
+    from drivers.wallbox.wire import WallboxWire
 
 ENERGY_PERIOD_S = 1.0  # the wallbox's own energy/current registers, like a meter poll
 
@@ -84,6 +88,8 @@ def board_wires(cfg: AgentConfig, conn: ConnectorConfig) -> BoardWires:
 
 def wallbox_wires(cfg: AgentConfig, conn: WallboxConnectorConfig) -> WallboxWires:
     """The wallbox reads its own energy registers only when no meter is configured."""
+    from drivers.wallbox.wire import wallbox_wire
+
     wb = conn.wallbox
     profile = wb.resolve()
     meter = None if conn.meter is None else _meter(cfg, conn.meter)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config import WallboxConnectorConfig
+from agent.config_wallbox import WallboxConnectorConfig
 from agent.pilot import PROFILES, current_to_duty
 from hil.meter_sim import MeterSim
 from hil.modbus_server import SimulatedBus

@@ -12,27 +12,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from agent.busplan_wallbox import failsafe_a
-from agent.config import (
-    AgentConfig,
-    Bus,
-    ConnectorConfig,
-    SafetyConfig,
-    SerialBus,
-    WallboxConnectorConfig,
-)
-from agent.driver_wires import board_wires, wallbox_wires
+from agent.config import AgentConfig, Bus, ConnectorConfig, SafetyConfig, SerialBus
+from agent.driver_wires import board_wires
 from agent.pilot import PROFILES, CpLevel, PilotMachine, PilotSettings
 from agent.shell.connector import ConnectorController, ConnectorTiming
-from agent.shell.handle import ConnectorHandle, HardwareInfo
-from agent.shell.wallbox_connector import WallboxConnector, WallboxTiming
-from agent.wallbox.machine import WallboxMachine, WallboxSettings
-from agent.wallbox.mapping import max_current_a
+from agent.shell.handle import ConnectorHandle
 from drivers.bus import BusScheduler
 from drivers.meters import MapMeter
 from drivers.pilot_board import PilotBoardDriver
 from drivers.relay_board import RelayBoardDriver
-from drivers.wallbox.driver import WallboxDriver
 
 
 @dataclass
@@ -112,29 +100,6 @@ def make_controller(
     return ConnectorController(conn.id, machine, pilot, relay, meter, timing)
 
 
-def make_wallbox(
-    config: AgentConfig, conn: WallboxConnectorConfig, buses: dict[str, BusScheduler]
-) -> WallboxConnector:
-    wb = conn.wallbox
-    profile = wb.resolve()
-    machine = WallboxMachine(WallboxSettings(profile, conn.rated_current_a, conn.authorisation,
-                                             lost_s=wb.lost_ms / 1000))
-    wires = wallbox_wires(config, conn)
-    driver = WallboxDriver(buses[wb.bus], wb.unit, profile, phases=conn.phases,
-                           watchdog_s=wb.watchdog_s, failsafe_a=failsafe_a(config, conn),
-                           wire=wires.wallbox)
-    buses[wb.bus].declare(wires.wallbox.all())
-    meter = None
-    if conn.meter is not None and wires.meter is not None:
-        meter = MapMeter.from_plan(buses[conn.meter.bus], wires.meter)
-        buses[conn.meter.bus].declare(wires.meter.transactions())
-    hardware = HardwareInfo("wallbox", "wallbox", profile.name,
-                            max_current_a(profile, conn.rated_current_a))
-    timing = WallboxTiming(poll_s=wires.wallbox.state.period(), verify_s=wires.wallbox.verify_s,
-                           energy_s=wires.energy_s)
-    return WallboxConnector(conn.id, machine, driver, meter, timing, hardware)
-
-
 @contextlib.asynccontextmanager
 async def build_wiring(config: AgentConfig) -> AsyncIterator[Wiring]:
     """Buses started (inside the running loop, as pymodbus requires) and stopped on exit."""
@@ -142,7 +107,12 @@ async def build_wiring(config: AgentConfig) -> AsyncIterator[Wiring]:
         buses: dict[str, BusScheduler] = {}
         for name, cfg in config.buses.items():
             buses[name] = await stack.enter_async_context(make_bus(name, cfg))
-        controllers: list[ConnectorHandle] = [
-            make_controller(config, conn, buses) if isinstance(conn, ConnectorConfig)
-            else make_wallbox(config, conn, buses) for conn in config.connectors]
+        controllers: list[ConnectorHandle] = []
+        for conn in config.connectors:
+            if isinstance(conn, ConnectorConfig):
+                controllers.append(make_controller(config, conn, buses))
+            else:  # the retrofit's machine and driver load only for a config that has one
+                from agent.shell.wiring_wallbox import make_wallbox
+
+                controllers.append(make_wallbox(config, conn, buses))
         yield Wiring(buses, controllers)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.config import ConnectorConfig, WallboxConnectorConfig, parse_config
+from agent.config import ConnectorConfig, parse_config
+from agent.config_wallbox import WallboxConnectorConfig
 from agent.driver_wires import board_wires, wallbox_wires
 from agent.wallbox.mapping import command_for
 from drivers.meters import DDSU666, DTSU666, MapMeter, meter_plan

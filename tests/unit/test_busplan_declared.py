@@ -14,7 +14,8 @@ import yaml
 
 from agent.busplan import analyse
 from agent.config import ConnectorConfig, parse_config
-from agent.shell.wiring import make_bus, make_controller, make_wallbox
+from agent.shell.wiring import make_bus, make_controller
+from agent.shell.wiring_wallbox import make_wallbox
 from drivers.bus import BusScheduler
 from drivers.wire import Priority
 

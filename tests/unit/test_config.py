@@ -109,3 +109,79 @@ def test_commented_mqtt_example_is_valid(example: dict[str, Any]) -> None:
     example["mqtt"] = yaml.safe_load("\n".join(block))["mqtt"]
     cfg = parse_config(example)
     assert cfg.mqtt is not None and cfg.mqtt.tls and cfg.mqtt.cert_file is not None
+
+
+def test_a_boards_config_does_not_load_the_wallbox_code() -> None:
+    """The retrofit's config models, profiles, machine and driver cost RSS (BENCHMARKS.md P3):
+    an agent without a wallbox loads none of them; one with a wallbox still validates it."""
+    import subprocess
+    import sys
+
+    retrofit = EXAMPLE.with_name("retrofit-heidelberg.example.yaml")
+    code = (
+        "import sys\n"
+        "from agent.config import load_config\n"
+        "import agent.shell.app, agent.shell.wiring, agent.busplan, agent.orderly.service\n"
+        f"cfg = load_config({str(EXAMPLE)!r})\n"
+        "agent.busplan.analyse(cfg)\n"
+        "print(sorted(m for m in sys.modules if 'wallbox' in m))\n"
+        f"cfg = load_config({str(retrofit)!r})\n"
+        "print(type(cfg.connectors[0]).__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2]).stdout.split("\n")
+    assert out[0] == "[]", out[0]
+    assert out[1] == "agent.config_wallbox"
+
+
+def test_the_daemon_imports_structlog_without_greenlet() -> None:
+    """greenlet (a dev dependency through playwright) costs the daemon ~1.1 MB when structlog
+    finds it; it stays importable for everyone else after the daemon's import."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from agent.cli import import_structlog_without_greenlet\n"
+        "import_structlog_without_greenlet()\n"
+        "import structlog, structlog.threadlocal, threading\n"
+        "print('greenlet' in sys.modules, structlog.threadlocal.ThreadLocal is threading.local)\n"
+        "import importlib.util\n"
+        "print(importlib.util.find_spec('greenlet') is not None)\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    lines = out.stdout.split("\n")
+    assert lines[0] == "False True", out
+    assert lines[1] == str(importlib.util.find_spec("greenlet") is not None)
+
+
+def _thread_arenas(call: bool) -> int:
+    import subprocess
+    import sys
+
+    code = (
+        "import threading\n"
+        "from agent.cli import one_malloc_arena\n"
+        f"asked = one_malloc_arena() if {call} else False\n"
+        "keep = []\n"
+        "t = threading.Thread(target=lambda: keep.extend(bytearray(2000) for _ in range(2000)))\n"
+        "t.start(); t.join()\n"
+        "maps = open('/proc/self/maps').read().splitlines()\n"
+        # a thread arena: a 64 MB-aligned anonymous mapping (its heap) followed by its reserve
+        "n = sum(1 for m in maps if m.split()[0].split('-')[0].endswith('000000')\n"
+        "        and len(m.split()) == 5 and m.split()[1] == 'rw-p')\n"
+        "print(asked, n)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env, cwd=Path(__file__).resolve().parents[2]).stdout.split()
+    assert out[0] == str(call), out
+    return int(out[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_the_daemon_threads_share_one_malloc_arena() -> None:
+    """The store writer's allocations go to the main arena, not a 64 MB arena of its own."""
+    assert _thread_arenas(call=True) < _thread_arenas(call=False)

@@ -12,7 +12,8 @@ import yaml
 
 from agent import config_wallbox as cw
 from agent.busplan import analyse, render
-from agent.config import WallboxConnectorConfig, parse_config
+from agent.config import parse_config
+from agent.config_wallbox import WallboxConnectorConfig
 from agent.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "retrofit-heidelberg.example.yaml"
