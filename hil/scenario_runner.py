@@ -168,11 +168,13 @@ async def run_scenario(
     with_agent: bool = True,
     on_ready: Callable[[Rig], None] | None = None,
     on_agent_start: Callable[[int], None] | None = None,
+    on_agent_ready: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Rig + agent + steps; writes report.md, timeline.png and timeline.json into ``out_dir``.
 
     ``on_agent_start(pid)`` runs right after the agent process is spawned, before it is READY
-    (the starved-CPU bench puts it into its CPU quota there)."""
+    (the starved-CPU bench puts it into its cgroup there), ``on_agent_ready(pid)`` once it is
+    READY, before the first step (the bench lowers its CPU quota there)."""
     out_dir = _prepare_dir(out_dir)
     result = RunResult(scenario, started_wall=datetime.now(UTC).isoformat(timespec="seconds"))
     t_start = time.monotonic()
@@ -195,6 +197,8 @@ async def run_scenario(
                     on_agent_start(agent.pid)
                 await agent.wait_ready()
                 rig.timeline.add("agent_ready", rig.clock(), pid=agent.pid)
+                if on_agent_ready is not None and agent.pid is not None:
+                    on_agent_ready(agent.pid)
                 if broker is not None:
                     aggregator = await stack.enter_async_context(
                         Aggregator(broker.host, broker.port, config.device_id))

@@ -241,6 +241,12 @@ DECISIONS: tuple[str, ...] = (
     "METER_LOST is raised only while closed or when a session would start; idle it is silent.",
     "Authorize is ignored while no vehicle is connected (no pre-authorisation).",
     "Samples with an unchanged sample_seq refresh liveness but never count in the debounce.",
+    "Debounce: two equal samples in both directions, also towards state 1 and 2 (the opens "
+    "the vehicle asks for); only a CP short counts on one (nothing else reads 0 V). A 1-sample "
+    "open would take one poll period off every S2 open and unplug (P2's floor at the 10 ms "
+    "poll, median 19.3 -> 9.3 ms, p99 24.2 -> 14.2 ms), but one odd sample (a noise spike, a "
+    "vehicle bouncing 3 -> 1) would open under load and, towards state 1, end the session and "
+    "start another; the 100 ms budget holds without that period (README decisions).",
     "IEC state D (ventilation) is treated as connected-but-refused: open, keep PWM, no close.",
     "Non-finite current requests (NaN, inf) are treated as 'below 6 A' (pause).",
     "An exception inside step() latches INTERNAL_ERROR; the machine then returns no further "

@@ -24,7 +24,8 @@ from hil.bench.common import (
     station,
     wait_frame,
 )
-from hil.bench.stats import BenchResult, Goal, summarize
+from hil.bench.p2_floor import reaction_floor
+from hil.bench.stats import BenchResult, Goal, Summary, summarize
 from hil.poll import poll_until
 from hil.rig import Rig
 
@@ -103,7 +104,13 @@ async def run(out_dir: Path, progress: Progress, *, per_kind: int) -> BenchResul
         "PE) in turn, each after 20-70 ms of charging (uniform phase against the pilot poll); "
         "reaction = rig time the FC05 contactor-open frame's last byte completes on the virtual "
         "wire minus the rig time of the EV action. Anti-flapping lifted (contactor_min_off_s 0) "
-        "so the contactor may cycle; everything else as in the example config."))
+        "so the contactor may cycle; everything else as in the example config. Floor = what "
+        "the poll period, the debounce and the line alone impose (hil/bench/p2_floor.py): per "
+        "event (n-1) x T + U(0, T) + the board's answer frame + t3.5 + the contactor-open frame, "
+        "with T = pilot_board.poll_ms, n = the core's debounce count for the level left to "
+        "(safety.debounce_samples; 1 for a CP short), line times from the drivers' wire plan; "
+        "its median and p99 are of that distribution, the kinds weighted as measured; "
+        "measured minus floor is what the agent, the bus and the machine add."))
     topologies = [("default", "default topology (control 115200, meter 9600)", None),
                   ("single19200", "single bus 19200 (boards + meter)", single_bus_data(19200))]
     ready: list[float] = []
@@ -130,6 +137,8 @@ async def run(out_dir: Path, progress: Progress, *, per_kind: int) -> BenchResul
         sc = summarize(combined) if combined else None
         res.add_summary(f"{label}: all three", sc, "ms", goal,
                         note=f"{missed} events without an open frame within 3 s" if missed else "")
+        if sc is not None:
+            _floor_rows(res, label, cfg, samples, sc)
         res.add(f"{label}: max vs check-config bound", None if sc is None else sc.max, "ms",
                 Goal("<=", bound.bound_ms, "ms"), None if sc is None else sc.n,
                 note=("check-config: OK" if bound.ok else "check-config REFUSES this topology: "
@@ -137,6 +146,26 @@ async def run(out_dir: Path, progress: Progress, *, per_kind: int) -> BenchResul
         res.raw[key] = {"samples_ms": samples, "missed": missed, "faults": faults,
                         "bound_ms": bound.bound_ms,
                         "bound_terms_ms": bound.terms_ms, "check_config_ok": bound.ok,
-                        "reasons": bound.reasons}
+                        "reasons": bound.reasons, "floor": _floor_raw(cfg)}
     res.raw["ready_s"] = ready
     return res
+
+
+def _floor_raw(cfg: AgentConfig) -> dict[str, object]:
+    floor = reaction_floor(cfg)
+    return {"period_ms": floor.period_s * 1000, "samples": floor.samples,
+            "terms_ms": {k: v * 1000 for k, v in floor.terms_s.items()}}
+
+
+def _floor_rows(res: BenchResult, label: str, cfg: AgentConfig, samples: dict[str, list[float]],
+                measured: Summary) -> None:
+    """The floor's median and p99 beside the measured ones, and what the rest adds."""
+    floor = reaction_floor(cfg)
+    weights = {k: float(len(v)) for k, v in samples.items() if v}
+    median, p99 = (floor.quantile(p, weights) * 1000 for p in (50, 99))
+    res.add(f"{label}: floor (poll + debounce + line), all three median", median, "ms",
+            note=floor.explain(weights, LABEL))
+    res.add(f"{label}: floor (poll + debounce + line), all three p99", p99, "ms")
+    res.add(f"{label}: all three minus floor, median", measured.median - median, "ms",
+            n=measured.n)
+    res.add(f"{label}: all three minus floor, p99", measured.p99 - p99, "ms", n=measured.n)

@@ -36,13 +36,13 @@ from hil.bench.common import (
     telemetry_arrivals,
     wait_frame,
 )
-from hil.bench.confine import Confinement, confinement
+from hil.bench.confine import RIG_NICE, Confinement, confinement, favour
 from hil.bench.p2_reaction import KINDS, one_event
 from hil.bench.stats import BenchResult, Goal, summarize
 from hil.broker import Mosquitto
 from hil.ev import EvParams
 from hil.gbt34657 import ITEMS, back_to_back
-from hil.rig import RigOptions
+from hil.rig import Rig, RigOptions
 from hil.scenario_runner import run_scenario
 
 SHARE = 25.0
@@ -117,6 +117,12 @@ async def _limits(st: BenchStation, pub: aiomqtt.Client, load: Load, end: float)
             load.limits_ms.append((frame.t - t0) * 1000)
 
 
+def _bus_errors(status: dict[str, Any]) -> dict[str, int]:
+    """The agent's control-bus failure counters (its status): what a false fault follows."""
+    bus = (status.get("buses") or {}).get("control") or {}
+    return {k: int(bus.get(k, 0)) for k in ("timeouts", "garbled", "retries")}
+
+
 async def _status(st: BenchStation) -> dict[str, Any]:
     reply = await asyncio.to_thread(localapi.request, st.rig.control_socket, {"cmd": "status"})
     return dict(reply.get("status") or reply)
@@ -126,6 +132,7 @@ async def charging_window(conf: Confinement, out_dir: Path, progress: Progress,
                           window_s: float) -> tuple[Load, dict[str, Any]]:
     """The confined agent charging under load for ``window_s``."""
     load = Load()
+    conf.set_share(100.0)  # start-up at the full core: the share applies from READY
     with Mosquitto(out_dir / "broker", throughput=True) as broker:
         cfg = bench_config(mqtt={"host": broker.host, "port": broker.port,
                                  "telemetry_period_s": 1}, cycling=True)
@@ -134,10 +141,14 @@ async def charging_window(conf: Confinement, out_dir: Path, progress: Progress,
                 aiomqtt.Client(broker.host, broker.port, socket_options=NO_DELAY) as pub, \
                 telemetry_arrivals(sub, cfg.device_id) as tel:
             st.extra["device"] = cfg.device_id
+            favoured = st.rig.pid is not None and favour(st.rig.pid)
+            conf.set_share(SHARE)
             if not await start_charging(st.rig):
                 raise RuntimeError("the vehicle did not start charging")
             await asyncio.sleep(3.0)
             stat0, cpu0, w0 = conf.stats(), proc_cpu_s(st.pid), time.monotonic()
+            bus0 = _bus_errors(await _status(st))
+            r0 = st.rig.now()
             end = w0 + window_s
             tasks = [asyncio.create_task(_events(st, load, end)),
                      asyncio.create_task(_limits(st, pub, load, end))]
@@ -150,6 +161,8 @@ async def charging_window(conf: Confinement, out_dir: Path, progress: Progress,
             await asyncio.gather(*tasks)
             cpu1, w1, stat1 = proc_cpu_s(st.pid), time.monotonic(), conf.stats()
             status = await _status(st)
+            stalls = [e.data.get("late_ms", 0.0) for e in st.rig.timeline.events("rig_stall")
+                      if e.t >= r0]
             faults: dict[str, int] = {}
             for e in st.agent.log_events():
                 if e.get("event") == "fault_raised":
@@ -159,7 +172,9 @@ async def charging_window(conf: Confinement, out_dir: Path, progress: Progress,
     info = {"cpu_s": cpu1 - cpu0, "wall_s": w1 - w0, "faults": faults,
             "telemetry": sum(1 for t in tel if w0 <= t <= w1),
             "throttle": {k: stat1.get(k, 0) - stat0.get(k, 0) for k in stat1},
-            "max_loop_lag_ms": status.get("maxLoopLagMs")}
+            "max_loop_lag_ms": status.get("maxLoopLagMs"), "rig_favoured": favoured,
+            "bus_errors": {k: v - bus0.get(k, 0) for k, v in _bus_errors(status).items()},
+            "rig_stalls_ms": stalls}
     return load, info
 
 
@@ -167,9 +182,18 @@ async def gbt_at(conf: Confinement, share: float, items: list[Path], out_dir: Pa
                  ) -> tuple[bool, list[str], float | None]:
     """The items back to back on a fresh agent at ``share``: passed, failures, worst 100 ms
     reaction (s)."""
-    conf.set_share(share)
+    conf.set_share(100.0)  # start-up at the full core: the items measure the running agent
+
+    def ready(_pid: int) -> None:
+        conf.set_share(share)
+
+    def rig_up(rig: Rig) -> None:
+        if rig.pid is not None:
+            favour(rig.pid)
+
     run = back_to_back(items)
-    result = await run_scenario(run.scenario, out_dir, on_agent_start=conf.add)
+    result = await run_scenario(run.scenario, out_dir, on_ready=rig_up, on_agent_start=conf.add,
+                                on_agent_ready=ready)
     failed = ([result.error] if result.error else []) + run.failures(result)
     fast = [c.measured_s for c in result.checks
             if c.limit == "<= 100 ms" and c.measured_s is not None]
@@ -232,19 +256,23 @@ def _method(how: str, window_s: float, n_items: int, refine: int, floor: float) 
         f"{n_items} of the GB/T 34657.1 items ({', '.join(QUICK_ITEMS)}; quick mode)"
     return (
         f"Confinement: {how}. The agent process alone is in it (moved there right after it was "
-        "spawned); the rig (simulated boards, pty bridges with line timing) and this bench "
-        "(MQTT publisher, telemetry subscriber) run in the bench process, mosquitto in its own, "
-        "neither confined. Default topology with MQTT (telemetry_period_s 1), anti-flapping "
+        "spawned, at the full core until it is READY: start-up is not what the share limits; "
+        "~1.3 s of CPU, it would take 26 s at 5 %); the rig (simulated boards, pty bridges with "
+        f"line timing) runs in its own process at nice {RIG_NICE} (the hardware it stands for "
+        "has CPUs of its own; other load on the machine must not make its answers late), this "
+        "bench (MQTT publisher, telemetry subscriber) in the bench process, mosquitto in its "
+        "own, none confined. Default topology with MQTT (telemetry_period_s 1), anti-flapping "
         f"lifted as in P2. Charging window: {window_s:.0f} s at {SHARE:g} % of one core, a "
         f"setLimit every {LIMIT_PERIOD_S:g} s (QoS 1, alternately 10 / 16 A) and a CP event "
         f"every {EVENT_GAP_S[0]:g}-{EVENT_GAP_S[1]:g} s (S2 opens, unplug, CP short in turn, "
         "each followed by charging again). False faults = faults the agent raised other than the "
-        "injected CP shorts. P2 = CP leaves 3' -> contactor-open frame complete on the virtual "
-        "wire; P1 = setLimit publish -> duty frame complete, counted only when no CP event "
-        f"overlapped it. Search: {which} back to back on a fresh confined agent, at "
+        "injected CP shorts; beside them the agent's control-bus timeouts and the rig's own "
+        "late ticks (> 25 ms), to tell which side was late. P2 = CP leaves 3' -> "
+        "contactor-open frame complete on the virtual wire; P1 = setLimit publish -> duty "
+        "frame complete, counted only when no CP event overlapped it. "
+        f"Search: {which} back to back on a fresh confined agent (quota from READY), at "
         f"{SHARE:g} % and halving until an item fails (not below {floor:g} %), then {refine} "
-        "bisection "
-        "steps; a share holds when every limit of every item passes (one run per share).")
+        "bisection steps; a share holds when every limit of every item passes (one run per share).")
 
 
 def _figures(res: BenchResult, load: Load, info: dict[str, Any], tried: list[dict[str, Any]],
@@ -258,8 +286,13 @@ def _figures(res: BenchResult, load: Load, info: dict[str, Any], tried: list[dic
             f"{info['max_loop_lag_ms']} ms")
     faults = info["faults"]
     false = {k: v for k, v in faults.items() if k != "CP_SHORT"}
+    bus, stalls = info["bus_errors"], info["rig_stalls_ms"]
     res.add("false faults", sum(false.values()), "faults", Goal("<=", 0, "faults"),
-            note=", ".join(f"{k} x{v}" for k, v in sorted(false.items())) or "none")
+            note=(", ".join(f"{k} x{v}" for k, v in sorted(false.items())) or "none")
+            + f"; control bus: {bus.get('timeouts', 0)} timeouts, {bus.get('garbled', 0)} "
+            f"garbled answers; rig ticks late > 25 ms: {len(stalls)}"
+            + (f" (max {max(stalls):.0f} ms)" if stalls else "")
+            + ("" if info["rig_favoured"] else "; the rig could not be reniced"))
     combined = [v for k in KINDS for v in load.reactions_ms[k]]
     s = summarize(combined) if combined else None
     res.add("P2 CP leaves 3' -> contactor open, worst", None if s is None else s.max, "ms",

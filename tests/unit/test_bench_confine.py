@@ -16,6 +16,7 @@ from hil.bench.confine import (
     NICE_WEIGHT,
     CgroupQuota,
     Competitor,
+    favour,
     nice_for_share,
     parse_cpu_stat,
     quota_us,
@@ -91,3 +92,22 @@ def test_a_competitor_is_pinned_at_the_nice_of_the_share() -> None:
         _stop(agent)
         comp.close()
     assert comp.proc.poll() is not None
+
+
+def test_favour_renices_every_thread_of_the_rig() -> None:
+    """Linux renices one thread per call: a rig's pty-bridge threads need their own."""
+    code = ("import threading, time\n"
+            "for _ in range(2): threading.Thread(target=time.sleep, args=(30,), daemon=True)"
+            ".start()\n"
+            "print('up', flush=True); time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+        tids = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")]
+        assert len(tids) == 3
+        assert favour(proc.pid, 7)  # lower priority: allowed to anyone, so the test runs anywhere
+        assert {os.getpriority(os.PRIO_PROCESS, t) for t in tids} == {7}
+    finally:
+        _stop(proc)
+    assert not favour(proc.pid, 7)  # gone: says so, raises nothing
