@@ -44,6 +44,7 @@ from agent.shell.handle import ConnectorHandle
 log = structlog.get_logger("agent.local")
 
 TICK_S = 5.0  # last-seen time, meter register, max current and power of open sessions
+PEAK_S = 1.0  # the meter's period: a new peak current or power is written when it is seen
 RECOVERY_WAIT_S = 3.0
 
 
@@ -73,6 +74,11 @@ def _nothing() -> Future[Entry | None]:
 
 @dataclass(frozen=True, slots=True)
 class _Tick:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Peak:
     pass
 
 
@@ -212,16 +218,24 @@ class LocalService:
                 log.exception("session_record_failed", connector=cid, note=repr(note))
 
     async def _ticks(self) -> None:
+        """Peaks every meter period (a write only when one rises), the full tick every TICK_S:
+        a session shorter than a tick still records its maximum current."""
+        every = max(1, round(TICK_S / PEAK_S))
+        n = 0
         while True:
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(PEAK_S)
+            n += 1
+            note = _Tick() if n % every == 0 else _Peak()
             for cid, tracker in self.trackers.items():
                 if tracker.session is not None:
-                    self._queue.put_nowait((cid, _Tick(), time.time()))
+                    self._queue.put_nowait((cid, note, time.time()))
 
     def _handle(self, cid: int, note: Any, now: float) -> None:
         tracker = self.trackers[cid]
         if isinstance(note, _Tick):
             tracker.tick(now)
+        elif isinstance(note, _Peak):
+            tracker.peak()
         elif isinstance(note, FaultRaised):
             tracker.fault(note.code)
         elif isinstance(note, _SiteLimit):

@@ -105,7 +105,9 @@ class SessionTracker:
     def charging_stopped(self, now: float, reason: str) -> None:
         if self._stop_reason is None and ("state 2" in reason or "S2" in reason):
             self._stop_reason = StopReason.STOPPED_BY_EV
-        self._update(at=now, charge_end_at=now, meter_wh=self._energy())
+        r = self._reading()
+        self._update(at=now, charge_end_at=now, meter_wh=self._energy(), power_w=r.power_w,
+                     current_a=r.current_a)
 
     def stop_requested(self, origin: StopReason) -> None:
         self._stop_reason = origin
@@ -121,6 +123,8 @@ class SessionTracker:
         reason = self._stop_reason or (
             StopReason.EV_DISCONNECTED if s.charging else StopReason.STOPPED_BY_EV
             if s.charge_start_at is not None else StopReason.EV_DISCONNECTED)
+        self.peak()  # the last reading may hold a peak no tick has written yet
+        s = self.session or s
         wh = max(self._energy(), s.last_meter_wh)
         record = self._safe(lambda: self._ledger.close(s.session_id, now, wh, reason.value))
         self.session = None
@@ -177,6 +181,18 @@ class SessionTracker:
             body["randomDelayS"] = round(delay_s)
         self._events.event("sessionUpdated", from_wire(SessionUpdatedBody, body),
                            self.connector)
+
+    def peak(self) -> None:
+        """Write the latest reading's current and power only if they raise the session's maxima:
+        sampled every meter period, written a few times per session."""
+        s = self.session
+        if s is None:
+            return
+        r = self._reading()
+        higher_a = r.current_a is not None and r.current_a > s.max_current_a
+        higher_w = r.power_w is not None and round(r.power_w) > s.max_power_w
+        if higher_a or higher_w:
+            self._update(power_w=r.power_w, current_a=r.current_a)
 
     def tick(self, now: float) -> None:
         """Periodic: last-seen time, meter, max power; the idle-occupancy event."""

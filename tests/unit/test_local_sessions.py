@@ -188,3 +188,49 @@ def test_sessions_are_listed_read_only_when_the_agent_is_stopped(
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
     assert main(["sessions", "--since", "1d", "-c", str(cfg)]) == 0
     assert "no sessions recorded" in capsys.readouterr().out
+
+
+async def test_a_session_shorter_than_a_tick_records_its_peak_current(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Peaks are sampled every meter period, not only at the 5 s tick: a short session (or a
+    peak between two ticks) is not recorded with maxCurrentA 0."""
+    monkeypatch.setattr(local_mod, "PEAK_S", 0.02)
+    monkeypatch.setattr(local_mod, "TICK_S", 3600.0)
+    svc, ctl = service(config(tmp_path))
+    task = asyncio.create_task(svc.run())
+    try:
+        ctl.stats.last_meter = meter(10_000, 0.0)
+        svc.note(1, SessionEvent("plugged"), 0.0)
+        svc.note(1, SessionEvent("charging_started"), 0.0)
+        await drained(svc)
+        ctl.stats.last_meter = meter(10_002, 15.8)  # charging, between two ticks
+        for _ in range(200):
+            s = svc.trackers[1].session
+            if s is not None and s.max_current_a == 15.8:
+                break
+            await asyncio.sleep(0.01)
+        ctl.stats.last_meter = meter(10_004, 0.0)  # the contactor opened before the unplug
+        svc.note(1, SessionEvent("charging_stopped", "S2 opened (state 2)"), 0.0)
+        svc.note(1, SessionEvent("unplugged"), 0.0)
+        await drained(svc)
+        [rec] = await svc.sessions(None, None)
+    finally:
+        task.cancel()
+    assert rec["end"] is not None and rec["maxCurrentA"] == 15.8
+
+
+async def test_the_reading_at_the_unplug_counts_towards_the_peak(tmp_path: Path) -> None:
+    svc, ctl = service(config(tmp_path))  # the 5 s tick never comes in this test
+    task = asyncio.create_task(svc.run())
+    try:
+        ctl.stats.last_meter = meter(10_000, 0.0)
+        svc.note(1, SessionEvent("plugged"), 0.0)
+        svc.note(1, SessionEvent("charging_started"), 0.0)
+        await drained(svc)
+        ctl.stats.last_meter = meter(10_001, 7.4)
+        svc.note(1, SessionEvent("unplugged"), 0.0)
+        await drained(svc)
+        [rec] = await svc.sessions(None, None)
+    finally:
+        task.cancel()
+    assert rec["maxCurrentA"] == 7.4
