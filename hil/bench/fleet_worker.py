@@ -30,6 +30,8 @@ def fleet_config_data(poll_ms: float) -> dict[str, Any]:
     data = default_config_data()
     conn = data["connectors"][0]
     conn["pilot_board"]["poll_ms"] = poll_ms
+    # the idle poll may not be faster than the poll (check-config refuses it): same period
+    conn["pilot_board"]["idle_poll_ms"] = max(poll_ms, conn["pilot_board"].get("idle_poll_ms", 0))
     conn["relay_board"]["poll_ms"] = max(100.0, poll_ms * 2)
     data["safety"].update(pilot_lost_ms=max(60.0, poll_ms * 5),  # lost = several polls missed
                           pilot_frozen_ms=max(100.0, poll_ms * 5))
