@@ -190,6 +190,14 @@ def test_sessions_are_listed_read_only_when_the_agent_is_stopped(
     assert "no sessions recorded" in capsys.readouterr().out
 
 
+async def charging_from(svc: LocalService, ctl: StandInController, wh: float) -> None:
+    """Plugged and charging, the meter at ``wh`` and 0 A when both notes were written."""
+    ctl.stats.last_meter = meter(wh, 0.0)
+    svc.note(1, SessionEvent("plugged"), 0.0)
+    svc.note(1, SessionEvent("charging_started"), 0.0)
+    await drained(svc)
+
+
 async def test_a_session_shorter_than_a_tick_records_its_peak_current(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Peaks are sampled every meter period, not only at the 5 s tick: a short session (or a
@@ -199,10 +207,7 @@ async def test_a_session_shorter_than_a_tick_records_its_peak_current(
     svc, ctl = service(config(tmp_path))
     task = asyncio.create_task(svc.run())
     try:
-        ctl.stats.last_meter = meter(10_000, 0.0)
-        svc.note(1, SessionEvent("plugged"), 0.0)
-        svc.note(1, SessionEvent("charging_started"), 0.0)
-        await drained(svc)
+        await charging_from(svc, ctl, 10_000)
         ctl.stats.last_meter = meter(10_002, 15.8)  # charging, between two ticks
         for _ in range(200):
             s = svc.trackers[1].session
@@ -223,10 +228,7 @@ async def test_the_reading_at_the_unplug_counts_towards_the_peak(tmp_path: Path)
     svc, ctl = service(config(tmp_path))  # the 5 s tick never comes in this test
     task = asyncio.create_task(svc.run())
     try:
-        ctl.stats.last_meter = meter(10_000, 0.0)
-        svc.note(1, SessionEvent("plugged"), 0.0)
-        svc.note(1, SessionEvent("charging_started"), 0.0)
-        await drained(svc)
+        await charging_from(svc, ctl, 10_000)
         ctl.stats.last_meter = meter(10_001, 7.4)
         svc.note(1, SessionEvent("unplugged"), 0.0)
         await drained(svc)
