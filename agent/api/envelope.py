@@ -235,11 +235,17 @@ class Verdict:
     reason: Reason
     command_id: str
     device_id: str
-    content_hash: str
+    source: Mapping[str, Any]  # the decoded envelope, which the content hash covers
     detail: str | None = None
     cached_reply: Reply | None = None
     security_reject: bool = False
     record: bool = False
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of the canonical envelope: computed when needed (a known id, the record),
+        not before the command is applied."""
+        return content_hash(self.source)
 
     @property
     def proceed(self) -> bool:
@@ -285,16 +291,15 @@ class EnvelopeChecker:
         self._reserved_marks: dict[str, int] = {}
 
     def check(self, cmd: Command, raw_json_obj: Mapping[str, Any], now: datetime) -> Verdict:
-        digest = content_hash(raw_json_obj)
-
         def verdict(status: ReplyStatus, reason: Reason, detail: str | None = None,
                     **extra: Any) -> Verdict:
-            return Verdict(status, reason, cmd.id, self._device_id, digest, detail, **extra)
+            return Verdict(status, reason, cmd.id, self._device_id, raw_json_obj, detail,
+                           **extra)
 
         known = self._store.get_reply(cmd.issuer, cmd.id)
         if known is not None:
             known_hash, reply = known
-            if known_hash == digest:
+            if known_hash == content_hash(raw_json_obj):
                 original = reply.original_status or reply.status
                 repeat = reply.model_copy(
                     update={"status": ReplyStatus.DUPLICATE, "original_status": original})
