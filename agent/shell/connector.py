@@ -194,13 +194,15 @@ class ConnectorController:
     async def _control_loop(self) -> None:
         next_at = self._clock()
         cycle_cpu = self.stats.cycle_cpu
+        relay_deferred = False
         while True:
             cycle_cpu.mark()
-            await self._poll_pilot()
+            wrote = await self._poll_pilot()
             now = self._polled_at = self._clock()
             done, self._poll_done = self._poll_done, asyncio.Event()
             done.set()
-            if now >= self._relay_due:
+            relay_deferred = wrote and not relay_deferred  # see _poll_pilot
+            if not relay_deferred and now >= self._relay_due:
                 self._relay_due = due = now + self.timing.relay_poll_s
                 await self._poll_relay()  # a switch it caused set _relay_due = 0: keep that
                 if self._relay_due == due and relay_idle(
@@ -253,21 +255,28 @@ class ConnectorController:
             async with asyncio.timeout(self.timing.poll_first_wait_s):
                 await self._poll_done.wait()
 
-    async def _poll_pilot(self) -> None:
+    async def _poll_pilot(self) -> bool:
+        """One pilot read and its step; True when the step wrote to a board. Then the relay
+        poll waits one cycle: the mirror-contact read and the lock write it may bring would
+        otherwise follow the contactor-open and duty writes back to back, and on a starved
+        CPU (each transaction a quota period) that chain outlasted ``pilot_lost_s`` with no
+        pilot sample in it. One cycle at most, so a step that writes every cycle cannot
+        starve the relay board's liveness."""
         try:
             s = await self.pilot.read_sample()
         except DriverError as exc:
             self.stats.pilot_errors += 1
             self._pilot_ok = False
             log.debug("pilot_read_failed", connector=self.id, error=str(exc))
-            await self._step(PilotReadFailed())
-            return
-        self._pilot_ok = True
-        self.stats.last_cp_mv = s.cp_high_mv
-        await self._step(PilotSampled(
-            cp_high_mv=s.cp_high_mv, cp_low_mv=s.cp_low_mv, duty_actual=s.duty_actual,
-            cc_ohm=s.cc_ohm, status=BoardStatus(s.status), sample_seq=s.sample_seq,
-            temperature_c=s.temperature_c))
+            out = await self._step(PilotReadFailed())
+        else:
+            self._pilot_ok = True
+            self.stats.last_cp_mv = s.cp_high_mv
+            out = await self._step(PilotSampled(
+                cp_high_mv=s.cp_high_mv, cp_low_mv=s.cp_low_mv, duty_actual=s.duty_actual,
+                cc_ohm=s.cc_ohm, status=BoardStatus(s.status), sample_seq=s.sample_seq,
+                temperature_c=s.temperature_c))
+        return any(isinstance(a, _WRITES) for a in out.actions)
 
     async def _poll_relay(self) -> None:
         try:

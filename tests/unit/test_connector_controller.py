@@ -43,6 +43,7 @@ class Boards:
     pilot_silent: bool = False  # the pilot board answers no read
     pilot_hung: bool = False  # a pilot read never returns (the control loop is stuck in it)
     in_hung_read: bool = False
+    ops: list[str] = field(default_factory=list)  # reads and writes, in the order they came
     opens: int = 0  # set_contactor(False) attempts
     duty_writes: list[int] = field(default_factory=list)
     heartbeats: int = 0
@@ -56,6 +57,7 @@ class Boards:
             await asyncio.Event().wait()
         if self.pilot_silent:
             raise DriverIOError("no answer", bus="control", unit=1)
+        self.ops.append("pilot")
         self.seq = (self.seq + 1) & 0xFFFF
         high = CP_MV[self.cp]
         low = -12000 if 0 < self.duty < 1000 else high
@@ -77,6 +79,7 @@ class Boards:
 
     # Contactor
     async def set_contactor(self, closed: bool) -> None:
+        self.ops.append("close" if closed else "open")
         self.opens += not closed
         if self.relay_fails:
             self.relay_fails -= 1
@@ -89,6 +92,7 @@ class Boards:
     async def read_inputs(self) -> RelayInputs:
         if self.relay_silent:
             raise DriverIOError("no answer", bus="control", unit=2)
+        self.ops.append("relay")
         return RelayInputs(self.coil, self.lock)
 
     # Meter
@@ -289,3 +293,16 @@ async def test_when_no_poll_comes_the_command_is_stepped_after_the_wait_and_open
         await ctl.feed(LimitChanged(10.0))
         assert FaultCode.PILOT_BOARD_LOST in ctl.machine.active_faults
         assert not boards.coil  # the command's own step opened the contactor
+
+
+async def test_after_the_contactor_open_the_next_pilot_sample_comes_before_the_relay_read(
+        ) -> None:
+    boards = Boards()
+    async with running(boards) as ctl:
+        await charging(boards, ctl)
+        start = len(boards.ops)
+        boards.cp = "1"  # unplugged: the step opens and stops the PWM
+        await until(lambda: "open" in boards.ops[start:]
+                    and "relay" in boards.ops[boards.ops.index("open", start):])
+    after = boards.ops[boards.ops.index("open", start) + 1:]
+    assert after[0] == "pilot"  # not the mirror-contact read that the open makes due
