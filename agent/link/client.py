@@ -87,6 +87,7 @@ class Link:
         self._state_event = asyncio.Event()
         self._state_pending: bytes | None = None
         self._state_stale = False  # state_changed(): build the snapshot from _state when sent
+        self._retiring = False  # decommission() has begun: the retained state stays cleared
         self._stop_event = asyncio.Event()
         self._decommissioned = False
         self._fall_back = False
@@ -119,6 +120,7 @@ class Link:
     async def decommission(self) -> None:
         """Final retained status, cleared retained state; then the link stops for good."""
         client = self._live_client()
+        self._retiring = True  # no state snapshot after the clear below
         final = {"online": False, "decommissioned": True, "deviceId": self.settings.device_id,
                  "bootId": self.boot_id}
         await self._publish(client, self.topics.status, encode_json(final), retain=True)
@@ -317,6 +319,8 @@ class Link:
             await self._state_event.wait()
             self._state_event.clear()
             payload, self._state_pending = self._state_pending, None
+            if self._retiring:
+                continue
             if self._state_stale and self._state is not None:
                 self._state_stale = False
                 try:

@@ -304,7 +304,8 @@ class OrderlyService:
         return self.reporter.state_payload()
 
     def _state_changed(self) -> None:
-        self.link.state_changed()  # the snapshot is built when the link publishes it
+        if not self.control.decommissioned:  # its retained state is cleared, and stays so
+            self.link.state_changed()  # the snapshot is built when the link publishes it
 
     def _reading(self, ctl: ConnectorHandle) -> Any:
         def read() -> Reading:
