@@ -103,6 +103,7 @@ async def link_factory() -> AsyncIterator[LinkFactory]:
 
     async def make(host: str, port: int, *, outbox: Any = None,
                    start: bool = True, with_state: bool = True,
+                   state: Callable[[], dict[str, Any]] | None = None,
                    **overrides: Any) -> LinkHarness:
         settings = LinkSettings(**{
             "host": host, "port": port, "device_id": "CN-TEST-0001", "groups": ("tx-7",),
@@ -130,8 +131,8 @@ async def link_factory() -> AsyncIterator[LinkFactory]:
             settings, outbox=box, on_command=handler, boot_id=f"boot-{len(harnesses)}",
             birth=lambda: {"agentVersion": "0.1.0", "connectors": [1],
                            "capabilities": {"units": ["A", "W"]}},
-            state=(lambda: {"connectors": [{"connector": 1, "pilot": "A"}]}) if with_state
-            else None,
+            state=state if state is not None else
+            (lambda: {"connectors": [{"connector": 1, "pilot": "A"}]}) if with_state else None,
             on_connected=connected, on_disconnected=disconnected,
         )
         harness = LinkHarness(link, box)

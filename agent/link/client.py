@@ -86,6 +86,8 @@ class Link:
         self._client: Client | None = None
         self._state_event = asyncio.Event()
         self._state_pending: bytes | None = None
+        self._state_stale = False  # state_changed(): build the snapshot from _state when sent
+        self._retiring = False  # decommission() has begun: the retained state stays cleared
         self._stop_event = asyncio.Event()
         self._decommissioned = False
         self._fall_back = False
@@ -100,6 +102,15 @@ class Link:
     def publish_state(self, payload: Mapping[str, Any] | bytes) -> None:
         """Publish a retained ``state`` snapshot; only the latest is kept while offline."""
         self._state_pending = payload if isinstance(payload, bytes) else encode_json(payload)
+        self._state_stale = False
+        self._state_event.set()
+
+    def state_changed(self) -> None:
+        """The state changed: publish ``state()`` as it is when the link gets to it. A burst
+        of changes costs one snapshot, built off the path of the change that caused it."""
+        if self._state is None:
+            raise LinkError("state_changed needs the link's state source")
+        self._state_stale = True
         self._state_event.set()
 
     def stop(self) -> None:
@@ -109,6 +120,7 @@ class Link:
     async def decommission(self) -> None:
         """Final retained status, cleared retained state; then the link stops for good."""
         client = self._live_client()
+        self._retiring = True  # no state snapshot after the clear below
         final = {"online": False, "decommissioned": True, "deviceId": self.settings.device_id,
                  "bootId": self.boot_id}
         await self._publish(client, self.topics.status, encode_json(final), retain=True)
@@ -246,7 +258,7 @@ class Link:
         birth = {"online": True, "apiVersion": API_VERSION, "deviceId": self.settings.device_id,
                  "bootId": self.boot_id, **self._birth()}
         await self._publish(client, self.topics.status, encode_json(birth), retain=True)
-        pending, self._state_pending = self._state_pending, None
+        pending, self._state_pending, self._state_stale = self._state_pending, None, False
         snapshot = encode_json(self._state()) if self._state is not None else pending
         if snapshot is not None:
             await self._publish(client, self.topics.state, snapshot, retain=True)
@@ -311,6 +323,15 @@ class Link:
             await self._state_event.wait()
             self._state_event.clear()
             payload, self._state_pending = self._state_pending, None
+            if self._retiring:
+                continue
+            if self._state_stale and self._state is not None:
+                self._state_stale = False
+                try:
+                    payload = encode_json(self._state())
+                except Exception:  # a bug in the snapshot must not take the link down
+                    log.exception("state_snapshot_failed")
+                    continue
             if payload is None:
                 continue
             try:

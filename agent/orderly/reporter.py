@@ -99,12 +99,23 @@ class Reporter:
     # --- the note queue --------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Handle the notes as they come, one per turn of the event loop: the notes of a CP
+        event arrive together, and between two of them the control loops' reads and writes go
+        first (a note costs pydantic models and a journal job; a pilot answer waits behind it
+        otherwise). The retained ``state`` is rebuilt once the queue is empty, not per note."""
         while True:
-            cid, note, wall = await self._queue.get()
-            try:
-                self._handle(cid, note, wall)
-            except Exception:
-                log.exception("report_failed", connector=cid, note=repr(note))
+            item = await self._queue.get()
+            while True:
+                cid, note, wall = item
+                try:
+                    self._handle(cid, note, wall)
+                except Exception:
+                    log.exception("report_failed", connector=cid, note=repr(note))
+                await asyncio.sleep(0)
+                if self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            self.svc._state_changed()
 
     def _handle(self, cid: int, note: Any, now: float) -> None:
         svc = self.svc
@@ -136,7 +147,6 @@ class Reporter:
         elif isinstance(note, OfferChanged):
             self._session_update(cid)
             self._significant()
-        svc._state_changed()
 
     def _session(self, cid: int, note: SessionEvent, now: float) -> None:
         tracker = self.svc.trackers[cid]

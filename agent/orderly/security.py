@@ -16,15 +16,25 @@ from typing import Any
 
 import structlog
 
+from agent.writer import StoreWriter
+
 log = structlog.get_logger("agent.security")
 
 MAX_BYTES = 1_000_000
 
 
 class SecurityLog:
-    def __init__(self, path: Path, *, max_bytes: int = MAX_BYTES) -> None:
+    """Appends one line per event. With a ``writer`` (the agent daemon: the store writer), the
+    append runs on that thread in order with the journal's commits, so a slow disk never holds
+    up the event loop that runs the pilot poll; a command reply, which waits for the writer to
+    flush, goes out after the line is on disk. Without one (the web process) it appends at once.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int = MAX_BYTES,
+                 writer: StoreWriter | None = None) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        self.writer = writer
         self.count = 0
 
     def record(self, what: str, **fields: Any) -> None:
@@ -32,11 +42,18 @@ class SecurityLog:
         entry.update({k: v for k, v in fields.items() if v is not None})
         self.count += 1
         log.warning("security_event", **entry)
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        if self.writer is None:
+            self._append(line)
+        else:
+            self.writer.submit(lambda: self._append(line))
+
+    def _append(self, line: str) -> None:
         try:
             if self.path.exists() and self.path.stat().st_size > self.max_bytes:
                 os.replace(self.path, self.path.with_name(self.path.name + ".1"))
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             with os.fdopen(fd, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+                fh.write(line)
         except OSError as exc:
             log.error("security_log_write_failed", path=str(self.path), error=str(exc))

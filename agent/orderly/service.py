@@ -86,7 +86,7 @@ class OrderlyService:
             hard_limit_bytes=None if self.mqtt.journal_hard_limit_mb is None
             else int(self.mqtt.journal_hard_limit_mb * 1e6))
         self.ledger = Ledger(state / "sessions.db")
-        self.security = SecurityLog(state / "security.log")
+        self.security = SecurityLog(state / "security.log", writer=self.journal.writer)
         self.installer = InstallerLimits(state)
         self._since = SinceTracker()
         self.events = EventLog(self.journal)
@@ -309,7 +309,8 @@ class OrderlyService:
         return self.reporter.state_payload()
 
     def _state_changed(self) -> None:
-        self.link.publish_state(self._state())
+        if not self.control.decommissioned:  # its retained state is cleared, and stays so
+            self.link.state_changed()  # the snapshot is built when the link publishes it
 
     def _reading(self, ctl: ConnectorHandle) -> Any:
         def read() -> Reading:

@@ -19,6 +19,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -45,6 +46,7 @@ log = structlog.get_logger("agent.app")
 
 SAFE_STATE_RETRY_S = 0.5
 SAFE_STATE_EXIT_TIMEOUT_S = 2.0
+STATUS_PERIOD_S = 1.0
 
 
 class AgentApp:
@@ -190,15 +192,17 @@ class AgentApp:
         return out
 
     async def _status_writer(self) -> None:
+        """``status.json`` every second: the snapshot is taken on the loop (it reads live
+        state), the file written on a thread, so a slow disk (a rename waits for the file
+        system's journal while another process fsyncs) never holds up the pilot poll. One write
+        at a time: a disk slower than a second skips snapshots, never queues them."""
         path = self.config.status_path()
-        tmp = path.with_suffix(".tmp")
         while True:
             try:
-                tmp.write_text(json.dumps(self.status(), indent=1))
-                os.replace(tmp, path)
+                await asyncio.to_thread(write_status, path, json.dumps(self.status(), indent=1))
             except OSError as exc:
                 log.warning("status_write_failed", path=str(path), error=str(exc))
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(STATUS_PERIOD_S)
 
     # --- local control socket ----------------------------------------------------------------
 
@@ -276,6 +280,13 @@ class AgentApp:
         log.info("local_command", cmd=cmd, connector=ctl.id, request=req)
         await ctl.feed(event)
         return {"ok": True, "connector": self._connector_status(ctl)}
+
+
+def write_status(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (a reader sees the old or the new file)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 async def _supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:

@@ -17,11 +17,17 @@ The periods are ``poll_ms`` whenever anything can change that has a reaction lim
 slower ``idle_poll_ms`` only while nothing can (``agent.shell.pollrate``: README decisions,
 "idle polls"): the first sample that differs, any command, fault or failed read brings the
 fast poll back for the next cycle.
+
+An input from outside the loop (a command, a meter reading) waits for the pilot poll when that
+poll is overdue (``_poll_first``): after the agent itself was not scheduled (a CPU quota spent,
+a stall), the first step is the board's fresh sample, not a command whose step would judge the
+board silent for the time the agent slept (README decisions, "Pilot board lost").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +86,7 @@ __all__ = [
 log = structlog.get_logger("agent.connector")
 
 LOOP_LAG_WARN_S = 0.020  # a poll woken this late means something blocked the event loop
+POLL_OVERDUE_S = 0.020  # a pilot poll this late past its period: outside inputs wait for it
 _WRITES = (SetContactor, SetDuty, SetLock, ResetBoardFaults, Heartbeat, Resend)
 _QUIET = (SetDuty, SetLock, ResetBoardFaults, Heartbeat, Resend, MeterFrozen, DutyMismatch)
 
@@ -94,6 +101,7 @@ class ConnectorTiming:
     heartbeat_s: float = 1.0
     watchdog_ms: int = 3000
     contactor_feedback_timeout_s: float = 0.5
+    poll_first_wait_s: float = 0.040  # the most an outside input waits for an overdue poll
 
 
 class ConnectorController:
@@ -127,6 +135,9 @@ class ConnectorController:
         self._lock = asyncio.Lock()  # one step + its writes at a time
         self._first: list[Input] = []  # fed before the first poll (see ``feed_first``)
         self._pilot_ok = False  # the last pilot read answered
+        self._polled_at: float | None = None  # when the last pilot poll ended (None: none yet)
+        self._poll_due = 0.0  # when the next pilot poll is due
+        self._poll_done = asyncio.Event()  # replaced by a fresh one after every pilot poll
         self._relay_ok = False
 
     # --- start-up and shut-down ------------------------------------------------------------
@@ -163,6 +174,7 @@ class ConnectorController:
     async def feed(self, event: Input) -> Delivered:
         """Step the core with an external event (limit, authorise, stop, reset)."""
         await self._feed_queued()  # a feed that comes before run() must not overtake them
+        await self._poll_first()
         return await self._step(event)
 
     async def _feed_queued(self) -> None:
@@ -182,11 +194,15 @@ class ConnectorController:
     async def _control_loop(self) -> None:
         next_at = self._clock()
         cycle_cpu = self.stats.cycle_cpu
+        relay_deferred = False
         while True:
             cycle_cpu.mark()
-            await self._poll_pilot()
-            now = self._clock()
-            if now >= self._relay_due:
+            wrote = await self._poll_pilot()
+            now = self._polled_at = self._clock()
+            done, self._poll_done = self._poll_done, asyncio.Event()
+            done.set()
+            relay_deferred = wrote and not relay_deferred  # see _poll_pilot
+            if not relay_deferred and now >= self._relay_due:
                 self._relay_due = due = now + self.timing.relay_poll_s
                 await self._poll_relay()  # a switch it caused set _relay_due = 0: keep that
                 if self._relay_due == due and relay_idle(
@@ -208,6 +224,7 @@ class ConnectorController:
             if delay < -period:  # fell behind (bus stalled): do not burst to catch up
                 next_at = now
                 delay = 0.0
+            self._poll_due = max(next_at, now)
             await asyncio.sleep(max(delay, 0.0))
             self._note_lag(self._clock() - max(next_at, now))  # behind: a sleep(0) is due now
 
@@ -220,21 +237,46 @@ class ConnectorController:
         if lag > LOOP_LAG_WARN_S:
             log.warning("event_loop_lag", connector=self.id, lag_ms=round(lag * 1000, 1))
 
-    async def _poll_pilot(self) -> None:
+    async def _poll_first(self) -> None:
+        """Wait (at most ``poll_first_wait_s``) for the next pilot poll when it is overdue.
+
+        The core judges the pilot board by the time since its last sample, at every step. After
+        the whole agent was not scheduled, a command or a meter reading that is ready the moment
+        it runs again would be stepped before the poll, whose round trip takes a few ms, and
+        find the board "silent" for as long as the agent slept. The poll goes first instead;
+        if it does not come within the wait, the input is stepped anyway and the core judges as
+        before: a board that does not answer is still lost within ``pilot_lost_s`` plus this
+        wait, and the control loop's own steps (a failed read, the deadline tick) are not
+        delayed at all."""
+        if self._polled_at is None or self._clock() <= self._poll_due + POLL_OVERDUE_S:
+            return
+        self.stats.inputs_after_poll += 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timing.poll_first_wait_s):
+                await self._poll_done.wait()
+
+    async def _poll_pilot(self) -> bool:
+        """One pilot read and its step; True when the step wrote to a board. Then the relay
+        poll waits one cycle: the mirror-contact read and the lock write it may bring would
+        otherwise follow the contactor-open and duty writes back to back, and on a starved
+        CPU (each transaction a quota period) that chain outlasted ``pilot_lost_s`` with no
+        pilot sample in it. One cycle at most, so a step that writes every cycle cannot
+        starve the relay board's liveness."""
         try:
             s = await self.pilot.read_sample()
         except DriverError as exc:
             self.stats.pilot_errors += 1
             self._pilot_ok = False
             log.debug("pilot_read_failed", connector=self.id, error=str(exc))
-            await self._step(PilotReadFailed())
-            return
-        self._pilot_ok = True
-        self.stats.last_cp_mv = s.cp_high_mv
-        await self._step(PilotSampled(
-            cp_high_mv=s.cp_high_mv, cp_low_mv=s.cp_low_mv, duty_actual=s.duty_actual,
-            cc_ohm=s.cc_ohm, status=BoardStatus(s.status), sample_seq=s.sample_seq,
-            temperature_c=s.temperature_c))
+            out = await self._step(PilotReadFailed())
+        else:
+            self._pilot_ok = True
+            self.stats.last_cp_mv = s.cp_high_mv
+            out = await self._step(PilotSampled(
+                cp_high_mv=s.cp_high_mv, cp_low_mv=s.cp_low_mv, duty_actual=s.duty_actual,
+                cc_ohm=s.cc_ohm, status=BoardStatus(s.status), sample_seq=s.sample_seq,
+                temperature_c=s.temperature_c))
+        return any(isinstance(a, _WRITES) for a in out.actions)
 
     async def _poll_relay(self) -> None:
         try:
@@ -255,9 +297,11 @@ class ConnectorController:
             except DriverError as exc:
                 self.stats.meter_errors += 1
                 log.debug("meter_read_failed", connector=self.id, error=str(exc))
+                await self._poll_first()
                 await self._step(MeterReadFailed())
             else:
                 self.stats.last_meter = r
+                await self._poll_first()
                 await self._step(MeterRead(r.current_a, (
                     r.voltage_v, r.power_w, r.energy_import_wh, r.frequency_hz, r.pf,
                     r.energy_export_wh)))

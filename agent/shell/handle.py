@@ -45,6 +45,7 @@ class ConnectorStats:
     max_loop_lag_s: float = 0.0  # latest wake-up of the poll timer seen: what the loop suffers
     contactor_closes: int = 0  # close commands since start (wear; the status page and metrics)
     cycle_cpu: CycleCpu = field(default_factory=CycleCpu)  # CPU per poll cycle (the bench)
+    inputs_after_poll: int = 0  # outside inputs that waited for an overdue pilot poll
 
 
 class ConnectorCore(Protocol):

@@ -33,6 +33,7 @@ def connector_status(ctl: ConnectorHandle) -> dict[str, Any]:
         },
         "cycles": ctl.stats.cycles,
         "cycleCpuUs": ctl.stats.cycle_cpu.snapshot(),  # histogram: bucket's lower edge -> count
+        "inputsAfterPoll": ctl.stats.inputs_after_poll,  # waited for an overdue pilot poll
         "errors": {
             "pilot": ctl.stats.pilot_errors,
             "relay": ctl.stats.relay_errors,

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
@@ -195,6 +196,29 @@ async def test_publish_state_while_offline_goes_out_on_connect_and_decommission_
         await late.wait_for(lambda: bool(late.on(STATUS)), what="retained final status")
         assert late.json_on(STATUS)[0]["decommissioned"] is True
         assert late.on(STATE) == []  # nothing retained any more
+
+
+async def test_a_burst_of_state_changes_publishes_one_snapshot_built_when_sent(
+    broker: Mosquitto, link_factory: LinkFactory
+) -> None:
+    built: list[int] = []
+    pilot = ["A"]
+
+    def state() -> dict[str, Any]:  # what the reporter's state_payload stands for
+        built.append(len(built) + 1)
+        return {"connectors": [{"connector": 1, "pilot": pilot[0]}], "n": len(built)}
+
+    h = await link_factory(broker.host, broker.port, state=state)
+    await h.wait_connected()
+    async with Recorder(broker.host, broker.port, [STATE]) as rec:
+        await rec.wait_for(lambda: bool(rec.on(STATE)), what="the retained birth state")
+        for letter in "BCDEF":  # the notes of one CP event, handled in one go
+            pilot[0] = letter
+            h.link.state_changed()
+        await rec.wait_for(lambda: len(rec.on(STATE)) >= 2, what="the state after the burst")
+        snapshot = rec.json_on(STATE)[1]
+    assert snapshot["connectors"][0]["pilot"] == "F"  # built at publish time: the latest
+    assert built == [1, 2]  # the birth's and one for the five changes
 
 
 async def test_a_failing_command_handler_does_not_take_the_link_down(

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from agent.faults import FaultCode
-from agent.pilot import LimitChanged, PilotMachine, PilotSettings, SetContactor
+from agent.pilot import FaultRaised, LimitChanged, PilotMachine, PilotSettings, SetContactor
 from agent.pilot.delivery import OPEN_RETRIES, EvLevelChanged, FeedbackChanged
 from agent.shell.connector import ConnectorController, ConnectorTiming
 from drivers.errors import DriverIOError
@@ -38,6 +40,10 @@ class Boards:
     relay_silent: bool = False  # the relay board answers no read (it dropped off the bus)
     duty_ignored: bool = False  # the board acknowledges a duty write but keeps its duty
     meter_frozen: bool = False
+    pilot_silent: bool = False  # the pilot board answers no read
+    pilot_hung: bool = False  # a pilot read never returns (the control loop is stuck in it)
+    in_hung_read: bool = False
+    ops: list[str] = field(default_factory=list)  # reads and writes, in the order they came
     opens: int = 0  # set_contactor(False) attempts
     duty_writes: list[int] = field(default_factory=list)
     heartbeats: int = 0
@@ -46,6 +52,12 @@ class Boards:
 
     # PilotBoard
     async def read_sample(self) -> PilotBoardSample:
+        if self.pilot_hung:
+            self.in_hung_read = True
+            await asyncio.Event().wait()
+        if self.pilot_silent:
+            raise DriverIOError("no answer", bus="control", unit=1)
+        self.ops.append("pilot")
         self.seq = (self.seq + 1) & 0xFFFF
         high = CP_MV[self.cp]
         low = -12000 if 0 < self.duty < 1000 else high
@@ -67,6 +79,7 @@ class Boards:
 
     # Contactor
     async def set_contactor(self, closed: bool) -> None:
+        self.ops.append("close" if closed else "open")
         self.opens += not closed
         if self.relay_fails:
             self.relay_fails -= 1
@@ -79,6 +92,7 @@ class Boards:
     async def read_inputs(self) -> RelayInputs:
         if self.relay_silent:
             raise DriverIOError("no answer", bus="control", unit=2)
+        self.ops.append("relay")
         return RelayInputs(self.coil, self.lock)
 
     # Meter
@@ -208,3 +222,87 @@ async def test_a_feed_before_run_does_not_overtake_the_queued_first_inputs() -> 
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class SkippingClock:
+    """The monotonic clock, plus time the agent "was not scheduled" (a spent CPU quota): a
+    skip moves the controller's clock on while nothing on the event loop ran."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def skip(self, seconds: float) -> None:
+        self.skipped += seconds
+
+
+@contextlib.asynccontextmanager
+async def after_a_skip(boards: Boards, wait_s: float, notes: list[object]
+                       ) -> AsyncIterator[tuple[ConnectorController, SkippingClock]]:
+    """Charging, then the clock skips past ``pilot_lost_s``: the caller's next input is the
+    first thing that happens after the agent "runs again"."""
+    clock = SkippingClock()
+    timing = dataclasses.replace(TIMING, poll_first_wait_s=wait_s)
+    ctl = ConnectorController(1, PilotMachine(SETTINGS), boards, boards, boards, timing,
+                              clock=clock)
+    ctl.on_event = lambda _cid, note, _now: notes.append(note)
+    await ctl.drive_safe_state()
+    task = asyncio.get_running_loop().create_task(ctl.run())
+    try:
+        await charging(boards, ctl)
+        await until(lambda: ctl.stats.cycles > 5)
+        yield ctl, clock
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_command_after_the_agent_slept_waits_for_the_poll_and_finds_the_board_alive(
+        ) -> None:
+    boards, notes = Boards(), []  # type: ignore[var-annotated]
+    async with after_a_skip(boards, 60.0, notes) as (ctl, clock):  # only the poll ends the wait
+        clock.skip(SETTINGS.pilot_lost_s + 1.0)
+        await ctl.feed(LimitChanged(10.0))  # stepped first, it would find no sample for 3 s
+        assert ctl.stats.inputs_after_poll >= 1
+        assert FaultCode.PILOT_BOARD_LOST not in ctl.machine.active_faults
+        assert boards.coil and ctl.machine.requested_current_a == 10.0
+    assert not [n for n in notes if isinstance(n, FaultRaised)]
+
+
+async def test_a_board_that_does_not_answer_after_the_agent_slept_is_lost_and_opens() -> None:
+    boards, notes = Boards(), []  # type: ignore[var-annotated]
+    async with after_a_skip(boards, 60.0, notes) as (ctl, clock):
+        boards.pilot_silent = True
+        clock.skip(SETTINGS.pilot_lost_s + 1.0)
+        await ctl.feed(LimitChanged(10.0))  # the poll it waited for failed: the loop judged
+        assert FaultCode.PILOT_BOARD_LOST in ctl.machine.active_faults
+        await until(lambda: not boards.coil)
+    assert any(isinstance(n, FaultRaised) and n.code is FaultCode.PILOT_BOARD_LOST
+               for n in notes)
+
+
+async def test_when_no_poll_comes_the_command_is_stepped_after_the_wait_and_opens() -> None:
+    boards, notes = Boards(), []  # type: ignore[var-annotated]
+    async with after_a_skip(boards, 0.05, notes) as (ctl, clock):
+        boards.pilot_hung = True  # the control loop is stuck in a read: no poll will come
+        await until(lambda: boards.in_hung_read)
+        clock.skip(SETTINGS.pilot_lost_s + 1.0)
+        await ctl.feed(LimitChanged(10.0))
+        assert FaultCode.PILOT_BOARD_LOST in ctl.machine.active_faults
+        assert not boards.coil  # the command's own step opened the contactor
+
+
+async def test_after_the_contactor_open_the_next_pilot_sample_comes_before_the_relay_read(
+        ) -> None:
+    boards = Boards()
+    async with running(boards) as ctl:
+        await charging(boards, ctl)
+        start = len(boards.ops)
+        boards.cp = "1"  # unplugged: the step opens and stops the PWM
+        await until(lambda: "open" in boards.ops[start:]
+                    and "relay" in boards.ops[boards.ops.index("open", start):])
+    after = boards.ops[boards.ops.index("open", start) + 1:]
+    assert after[0] == "pilot"  # not the mirror-contact read that the open makes due
