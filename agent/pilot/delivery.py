@@ -80,6 +80,7 @@ DUTY_MISMATCH_POLLS = 20  # ~200 ms of a board outputting another duty than comm
 METER_FROZEN_READS = 10  # identical readings in a row while current flows: a frozen meter
 FROZEN_MIN_CURRENT_A = 1.0
 _OPEN = SetContactor(False)
+_FAILSAFE = int(BoardStatus.FAILSAFE)  # a plain int mask: ``&`` on the flag builds a flag object
 
 # --- inputs beyond the machine's events ------------------------------------------------------
 
@@ -275,7 +276,7 @@ class Delivery:
 
     def _check_duty(self, s: PilotSampled, out: list[Output]) -> None:
         commanded = self.machine.duty_commanded
-        if s.duty_actual == commanded or s.status & BoardStatus.FAILSAFE:
+        if s.duty_actual == commanded or int(s.status) & _FAILSAFE:
             self._mismatch = 0
             return
         self._mismatch += 1

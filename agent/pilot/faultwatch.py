@@ -42,6 +42,12 @@ STATUS_FAULTS: tuple[tuple[PilotStatus, FaultCode], ...] = (
     (PilotStatus.FAILSAFE, FaultCode.PILOT_BOARD_FAILSAFE),
     (PilotStatus.SELFTEST_FAIL, FaultCode.PILOT_SELFTEST_FAIL),
 )
+# The same pairs as plain int masks, computed once: ``int & PilotStatus`` builds a new flag
+# object per test (enum.Flag.__and__), which cost more than the rest of a poll cycle's fault
+# checks; the machine keeps the status register as a plain int.
+_STATUS_MASKS: tuple[tuple[int, FaultCode], ...] = tuple(
+    (int(bit), code) for bit, code in STATUS_FAULTS
+)
 _BAD_CC = frozenset({CcState.OPEN, CcState.SHORT, CcState.OUT_OF_RANGE})
 _EVENT_ONLY = frozenset({FaultCode.CONTACTOR_NO_CLOSE, FaultCode.LOCK_FAILED})
 
@@ -117,9 +123,11 @@ class FaultWatch:
             causes[FaultCode.CP_SHORT] = "CP about 0 V"
         elif level in (CpLevel.INVALID, CpLevel.NEGATIVE):
             causes[FaultCode.CP_INVALID] = f"CP level {level.value}"
-        for bit, code in STATUS_FAULTS:
-            if m.status_bits & bit:
-                causes[code] = f"board status bit 0x{bit:02x}"
+        bits = m.status_bits
+        if bits:
+            for mask, code in _STATUS_MASKS:
+                if bits & mask:
+                    causes[code] = f"board status bit 0x{mask:02x}"
         if m.diode_bad:
             causes[FaultCode.DIODE_FAULT] = "negative plateau above the diode limit"
         cc = m.cc_stable
@@ -193,7 +201,10 @@ class FaultWatch:
     # --- board reset and deadlines ---------------------------------------------------------
 
     def _bits_latched(self, m: PilotFacts) -> bool:
-        return any(m.status_bits & bit and code in self._active for bit, code in STATUS_FAULTS)
+        bits = m.status_bits
+        return bool(bits) and any(
+            bits & mask and code in self._active for mask, code in _STATUS_MASKS
+        )
 
     def board_reset_due(self, m: PilotFacts, now: float) -> bool:
         """Whether to emit ``ResetBoardFaults`` now (records that it was emitted)."""

@@ -139,7 +139,7 @@ class PilotMachine(PilotFacts):
             self._cc.restart()
             self._diode_run = 0
         self._pilot.ok(now)
-        self._status, self._temperature_c = ev.status, ev.temperature_c
+        self._status, self._temperature_c = int(ev.status), ev.temperature_c  # plain int bits
         self._cp_mv, self._duty_actual = ev.cp_high_mv, ev.duty_actual
         if ev.sample_seq == self._seq:
             return  # the same measurement read again: it must not count twice in a debounce

@@ -46,6 +46,12 @@ def sample(seq: int, duty: int = 1000, status: int = 0, cp: int = 9000) -> Pilot
                         25.0)
 
 
+def exhaust_open_retries(d: Delivery, now: float) -> None:
+    """The open and each of its retries fail: the open is left pending for the board."""
+    for attempt in range(OPEN_RETRIES + 1):
+        d.step(ActionFailed(Resend(OPEN, "retry", attempt) if attempt else OPEN), now)
+
+
 def test_board_status_flags_are_the_drivers_own_flag_set() -> None:
     assert BoardStatus is PilotStatus  # one definition, not a copy kept equal by a test
 
@@ -64,8 +70,7 @@ def test_r1_a_failed_open_is_retried_then_resent_when_the_relay_board_answers() 
 
 def test_r1_a_resend_that_fails_waits_for_the_board_again() -> None:
     d = Delivery(PilotMachine(PilotSettings()))
-    for attempt in range(OPEN_RETRIES + 1):
-        d.step(ActionFailed(Resend(OPEN, "retry", attempt) if attempt else OPEN), 1.0)
+    exhaust_open_retries(d, 1.0)
     resend = d.step(RelaySampled(True, False), 1.1).actions[0]
     assert d.step(ActionFailed(resend), 1.1).actions == ()
     assert d.open_pending
@@ -76,8 +81,7 @@ def test_r2_the_mirror_contact_is_not_judged_right_after_a_late_open() -> None:
     s = PilotSettings()
     d = Delivery(PilotMachine(s))
     d.step(RelaySampled(False, False), 0.0)
-    for attempt in range(OPEN_RETRIES + 1):
-        d.step(ActionFailed(Resend(OPEN, "retry", attempt) if attempt else OPEN), 1.0)
+    exhaust_open_retries(d, 1.0)
     d.step(RelaySampled(True, False), 2.0)  # the open goes out now: contacts still closed
     d.step(RelaySampled(True, False), 2.01)  # the next input: the re-send was delivered
     held = d.step(RelaySampled(True, False), 2.01 + s.contactor_feedback_timeout_s / 2)
@@ -95,8 +99,7 @@ def test_r2_a_resend_delivered_late_by_the_bus_is_timed_from_its_delivery() -> N
     s = PilotSettings()
     d = Delivery(PilotMachine(s))
     d.step(RelaySampled(False, False), 0.0)
-    for attempt in range(OPEN_RETRIES + 1):
-        d.step(ActionFailed(Resend(OPEN, "retry", attempt) if attempt else OPEN), 1.0)
+    exhaust_open_retries(d, 1.0)
     assert d.step(RelaySampled(True, False), 2.0).actions[0] == Resend(OPEN, "board_back",
                                                                        OPEN_RETRIES)
     late = 2.0 + 2 * s.contactor_feedback_timeout_s  # the write returned only now
@@ -122,8 +125,7 @@ def test_r2_an_open_that_never_reached_the_board_is_never_judged() -> None:
     s = PilotSettings()
     d = Delivery(PilotMachine(s))
     d.step(RelaySampled(False, False), 0.0)
-    for attempt in range(OPEN_RETRIES + 1):
-        d.step(ActionFailed(Resend(OPEN, "retry", attempt) if attempt else OPEN), 0.0)
+    exhaust_open_retries(d, 0.0)
     for n in range(1, 6):  # the board answers reads, each re-send times out
         resend = d.step(RelaySampled(True, False), n * 1.0).actions[0]
         assert resend == Resend(OPEN, "board_back", OPEN_RETRIES)
