@@ -17,9 +17,10 @@ Rules, each with its reason:
   have been applied, so the driver's idea of what the wallbox holds is void (unforced, a pause
   back to the command the driver last delivered would be skipped, and the wallbox left at the
   current of the write that "failed").
-- W2 at once: a write that fails in the step of a read the wallbox answered is re-sent at once,
-  forced, once: the wallbox answers, so one frame was lost. A re-send that fails waits for the
-  next answer (W1), so a wallbox that stops answering is not written at in a loop.
+- W2 at once: a write that fails in the step of a read the wallbox answered (the machine's, or
+  W1's re-send) is re-sent at once, forced, once: the wallbox answers, so one frame was lost.
+  If that fails too it waits for the next answer (W1): a wallbox that stops answering is not
+  written at in a loop.
 - W3 reprogram after a loss: when ``WALLBOX_LOST`` clears, program the wallbox again (setup,
   watchdog, fail-safe) and write the command forced, after that read's own actions: it may have
   reset while the agent could not see it, and a reset wallbox forgot all of it.
@@ -122,7 +123,7 @@ class WallboxDelivery:
         self._reprogram_pending = False  # W3, W5
         self._reprogram_why = LOST_REASON
         # set only in the step of an answered read, for the failures the shell reports in it:
-        self._retry_at_once = False  # W2: its own write failed: re-send it now
+        self._retry_at_once = False  # W2: a write of it failed: re-send it now
         self._reprogram_queued = False  # W5: a reprogram follows, which writes the command
         self._ev_level: CpLevel | None = None
 
@@ -154,8 +155,9 @@ class WallboxDelivery:
                     self._reprogram_queued = True
                 elif wrote:  # W2: should that write fail, it is re-sent at once
                     self._retry_at_once = True
-                elif self._write_pending:  # W1
+                elif self._write_pending:  # W1 (and W2, should the re-send fail)
                     out.append(self._resend())
+                    self._retry_at_once = True
             case _:
                 self._machine(inp, now, out)
         return WallboxDelivered(tuple(out), self._deadline)

@@ -67,13 +67,15 @@ def test_w1_a_failed_write_is_resent_forced_after_the_next_answer_only() -> None
     assert _writes(d.step(WallboxSampled(CHARGING), 2.5)) == []  # delivered: once
 
 
-def test_w1_a_resend_that_fails_waits_for_the_next_answer_again() -> None:
+def test_w1_a_resend_that_fails_twice_waits_for_the_next_answer_again() -> None:
     d = _core()
     _charging(d)
     (w,) = _writes(d.step(LimitChanged(8.0), 1.0))
     d.step(WallboxWriteFailed(w), 1.0)
     (resend,) = _writes(d.step(WallboxSampled(CHARGING), 1.5))
-    assert d.step(WallboxWriteFailed(resend), 1.5).actions == ()
+    (again,) = d.step(WallboxWriteFailed(resend), 1.5).actions  # W2: once at once
+    assert again == WriteCommand(A8, force=True)
+    assert d.step(WallboxWriteFailed(again), 1.5).actions == ()
     assert _writes(d.step(WallboxSampled(CHARGING), 2.0)) == [WriteCommand(A8, force=True)]
 
 
