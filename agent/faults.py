@@ -7,8 +7,9 @@ unplugged or an operator resets it), how it clears, and where the requirement co
 
 Clearing policies (all of them only once the cause has gone):
 
-- ``CAUSE_GONE``: clears by itself (a lost board that answers again). Charging still needs a
-  fresh start (new plug-in or ``Authorize``) if the contactor had been closed when it tripped.
+- ``CAUSE_GONE``: clears by itself (a lost board that answers again). The session goes on:
+  with the vehicle still plugged in, PWM returns ``min_off_s`` after the fault's open and the
+  contactor closes by the normal guards (no fresh start: a loss of sight is no hazard).
 - ``UNPLUG_OR_RESET``: clears once the vehicle has been unplugged (CP back to state 1) and
   the cause is gone, whichever comes last (the unplug is remembered, so a vehicle plugged in
   again meanwhile does not keep it latched), or by an explicit reset.
@@ -220,10 +221,12 @@ def render_markdown() -> str:
         "Every fault latches, opens the contactor (`SetContactor(False)` first) and stops the",
         "PWM (steady +12 V). Safety faults need an unplug or an explicit reset: they clear",
         "once the vehicle has been unplugged and the cause is gone, whichever comes last (the",
-        "unplug is remembered). After a trip with the contactor closed, charging needs a fresh",
-        "start (new plug-in or `Authorize`): the core never re-closes by itself within the same",
-        "plug-in. After an unplug, the contactor's minimum off time no longer delays the next",
-        "plug-in's offer.",
+        "unplug is remembered). After a safety fault's trip with the contactor closed, charging",
+        "needs a fresh start (new plug-in or `Authorize`): the core never re-closes by itself",
+        "within the same plug-in. A non-safety fault (clears by \"cause gone\") does not end the",
+        "session: once it clears with the vehicle still plugged in, the PWM offer returns after",
+        "the contactor's minimum off time and charging resumes by the normal rules. After an",
+        "unplug, the minimum off time no longer delays the next plug-in's offer.",
         "On a retrofitted wallbox (`hardware: wallbox`, the `WALLBOX_*` codes) a fault pauses",
         "charging through the wallbox's own disable path; its pilot and contactor stay its own.",
         "",

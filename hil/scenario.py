@@ -39,7 +39,7 @@ FAULTS = frozenset({
     "diode_short", "cp_short", "cp_break", "pe_loss", "cc_open", "s2_open", "unplug_under_load",
     "overcurrent", "rcd_trip", "estop", "selftest_fail", "overtemp", "contactor_weld",
     "contactor_no_close", "meter_silence", "crc_errors", "slow_answers", "pilot_freeze",
-    "port_vanish",
+    "unit_silent", "port_vanish",
     # a retrofitted wallbox (hil.simrig_wallbox)
     "wallbox_silent", "wallbox_slow", "wallbox_exception", "wallbox_reset", "wallbox_state",
     "bus_cut", "standby_sleep",

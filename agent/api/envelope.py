@@ -235,11 +235,17 @@ class Verdict:
     reason: Reason
     command_id: str
     device_id: str
-    content_hash: str
+    source: Mapping[str, Any]  # the decoded envelope, which the content hash covers
     detail: str | None = None
     cached_reply: Reply | None = None
     security_reject: bool = False
     record: bool = False
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of the canonical envelope: computed when needed (a known id, the record),
+        not before the command is applied."""
+        return content_hash(self.source)
 
     @property
     def proceed(self) -> bool:
@@ -279,18 +285,21 @@ class EnvelopeChecker:
         self._keys = None if issuer_keys is None else dict(issuer_keys)
         self._device_id = device_id
         self._discharge = discharge_supported
+        # admitted, reply not yet recorded (``reserve``/``release``): id -> admissions, and
+        # each issuer's highest admitted seq (the store's mark catches up when it is recorded)
+        self._in_flight: dict[tuple[str, str], int] = {}
+        self._reserved_marks: dict[str, int] = {}
 
     def check(self, cmd: Command, raw_json_obj: Mapping[str, Any], now: datetime) -> Verdict:
-        digest = content_hash(raw_json_obj)
-
         def verdict(status: ReplyStatus, reason: Reason, detail: str | None = None,
                     **extra: Any) -> Verdict:
-            return Verdict(status, reason, cmd.id, self._device_id, digest, detail, **extra)
+            return Verdict(status, reason, cmd.id, self._device_id, raw_json_obj, detail,
+                           **extra)
 
         known = self._store.get_reply(cmd.issuer, cmd.id)
         if known is not None:
             known_hash, reply = known
-            if known_hash == digest:
+            if known_hash == content_hash(raw_json_obj):
                 original = reply.original_status or reply.status
                 repeat = reply.model_copy(
                     update={"status": ReplyStatus.DUPLICATE, "original_status": original})
@@ -313,6 +322,9 @@ class EnvelopeChecker:
             return verdict(ReplyStatus.REJECTED, Reason.CLOCK_SKEW,
                            f"issuedAt is more than {self._max_skew.total_seconds():g} s ahead")
         mark = self._store.high_water(cmd.issuer)
+        reserved = self._reserved_marks.get(cmd.issuer)
+        if reserved is not None and (mark is None or reserved > mark):
+            mark = reserved
         if mark is not None and cmd.seq <= mark:
             return verdict(ReplyStatus.REJECTED, Reason.REPLAY,
                            f"seq {cmd.seq} is not above {mark}", security_reject=True)
@@ -325,6 +337,33 @@ class EnvelopeChecker:
             return verdict(ReplyStatus.REJECTED, Reason.LOCAL_CONSTRAINT,
                            "confirm must equal this charger's deviceId", record=True)
         return verdict(ReplyStatus.ACCEPTED, Reason.OK, record=True)
+
+    def in_flight(self, cmd: Command) -> bool:
+        """Whether a command with this issuer and id was admitted and its reply is not yet
+        recorded: ``check`` cannot tell a redelivery of it yet (wait, then check)."""
+        return (cmd.issuer, cmd.id) in self._in_flight
+
+    def reserve(self, cmd: Command, verdict: Verdict) -> None:
+        """A verdict to be recorded: from now on its ``seq`` counts for the issuer's mark, and
+        its id is in flight until ``release`` (after ``commit``)."""
+        if not verdict.record:
+            return
+        key = (cmd.issuer, cmd.id)
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        self._reserved_marks[cmd.issuer] = max(cmd.seq,
+                                               self._reserved_marks.get(cmd.issuer, cmd.seq))
+
+    def release(self, cmd: Command, verdict: Verdict) -> None:
+        """The reply of a reserved verdict is recorded (or failed): its id is no longer in
+        flight."""
+        if not verdict.record:
+            return
+        key = (cmd.issuer, cmd.id)
+        left = self._in_flight.get(key, 0) - 1
+        if left > 0:
+            self._in_flight[key] = left
+        else:
+            self._in_flight.pop(key, None)
 
     def commit(self, cmd: Command, verdict: Verdict, reply: Reply) -> None:
         """Remember the final reply (for duplicates) and raise the issuer's high-water mark."""

@@ -22,6 +22,7 @@ from agent.link.ports import (
     MemoryOutbox,
     OutboxEntry,
     OutboxSource,
+    PendingReply,
     Reply,
     encode_json,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "MqttVersion",
     "OutboxEntry",
     "OutboxSource",
+    "PendingReply",
     "RandomSource",
     "Reply",
     "Topics",

@@ -193,8 +193,11 @@ class Link:
 
     async def _serve(self, client: Client) -> None:
         try:
+            self._inbound.open()
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._inbound.serve(client, self.protocol), name="mqtt-commands")
+                tg.create_task(self._inbound.serve(client), name="mqtt-commands")
+                tg.create_task(self._inbound.send_replies(client, self.protocol),
+                               name="mqtt-replies")
                 tg.create_task(
                     self._drainer.drain(partial(self._publish_entry, client), self._backlog_upto),
                     name="mqtt-outbox",
@@ -216,7 +219,8 @@ class Link:
 
     async def _stop_watch(self) -> None:
         await self._stop_event.wait()
-        async with self._inbound.handling:  # a command being handled still gets its reply
+        async with self._inbound.handling:  # a command being handled still gets its reply,
+            await self._inbound.replied()  # and so do those applied before it
             raise _StopRequestedError
 
     # --- connection set-up ---------------------------------------------------------------------

@@ -67,7 +67,18 @@ class Reply:
         return encode_json(self.body)
 
 
-CommandHandler = Callable[[CommandMessage], Awaitable[Reply | None]]
+@dataclass(frozen=True, slots=True)
+class PendingReply:
+    """A command applied whose reply is not ready yet (it waits for storage): the link goes on
+    with the next command and sends the replies in the order the commands came.
+
+    ``reply`` is awaited by the link; it must not depend on the link's connection (a reply the
+    link cannot send any more is dropped, the command stays applied and recorded)."""
+
+    reply: Callable[[], Awaitable[Reply | None]]
+
+
+CommandHandler = Callable[[CommandMessage], Awaitable[Reply | PendingReply | None]]
 JsonSource = Callable[[], Mapping[str, Any]]
 
 

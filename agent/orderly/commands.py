@@ -5,18 +5,23 @@ Order, and why: the payload is parsed (``INVALID_SCHEMA`` and friends) and the e
 signature, expiry, clock skew, replay) before anything changes. Every refusal gets a reply with a
 stable reason; security refusals also become a ``securityReject`` event and a security-log line.
 A command goes into the orderly port (``OrderlyControl``) and an ``Applied`` comes out; the
-handler awaits ``carry_out`` (the new duty is on the wire, the events journaled) and only then
-replies: within one control cycle, before the effect is confirmed; the lifecycle follows as
-events.
+handler awaits ``carry_out`` (the new duty is on the wire, the events queued for the store
+writer) and returns; the reply is made in a task of its own once the events are committed, and
+recorded: within one control cycle, before the effect is confirmed; the lifecycle follows as
+events. Commands are applied one at a time; replies are made in the same order, but the next
+command does not wait for an earlier one's fsyncs (a redelivery of a command whose reply is
+still being made waits for it, and is answered ``duplicate``). The envelope checker reserves a
+command's id and ``seq`` as it is admitted, so the next command is checked against them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -43,6 +48,7 @@ from agent.pilot import Authorize, StopRequested
 log = structlog.get_logger("agent.commands")
 
 _OK = Applied(ReplyStatus.ACCEPTED, Reason.OK)
+T = TypeVar("T")
 
 
 @dataclass
@@ -73,8 +79,16 @@ class CommandService:
         self._security = security
         self._hooks = hooks
         self._clock = clock
+        self._last: asyncio.Task[Any] | None = None  # the last command's reply task
 
-    async def handle(self, payload: bytes, *, group: str | None = None) -> m.Reply:
+    async def handle(self, payload: bytes, *, group: str | None = None,
+                     then: Callable[[m.Reply], Awaitable[T]]) -> asyncio.Task[T]:
+        """Apply one command, then start its reply: when this returns, the command's new duty
+        is on the wire and its events and records are queued for the store writer; the task
+        returned waits for them to commit (the reply's ``atSeq`` names them), records the
+        reply (dedupe) and runs ``then(reply)``, after every earlier command's task (replies
+        and records stay in the order of the commands). Commands are applied one at a time
+        (the caller's order) and never wait for an earlier command's fsyncs."""
         now = self._clock()
         try:
             cmd, raw = parse_command_with_source(payload)
@@ -83,13 +97,19 @@ class CommandService:
             self._security.record("rejected", reason=reason.value, detail=exc.message,
                                   command_id=exc.context.get("command_id"),
                                   issuer=exc.context.get("issuer"))
-            cid = exc.context.get("command_id")
-            return m.Reply(command_id=cid if isinstance(cid, str) else None,
-                           device_id=self.device_id, status=ReplyStatus.REJECTED,
-                           reason=reason, detail=exc.message, at_seq=self._events.last_seq)
+            cid, detail = exc.context.get("command_id"), exc.message
+
+            def malformed() -> m.Reply:
+                return m.Reply(command_id=cid if isinstance(cid, str) else None,
+                               device_id=self.device_id, status=ReplyStatus.REJECTED,
+                               reason=reason, detail=detail, at_seq=self._events.last_seq)
+            return self._in_order(self._now(malformed), then)
+        if self._checker.in_flight(cmd):  # a redelivery while its reply is being recorded:
+            await self._replies_recorded()  # then it is answered ``duplicate`` from the store
         verdict = self._checker.check(cmd, raw, datetime.fromtimestamp(now, UTC))
+        self._checker.reserve(cmd, verdict)  # its id and seq count for the next command now
         if not verdict.proceed:
-            return self._refused(cmd, verdict)
+            return self._in_order(self._now(lambda: self._refused(cmd, verdict)), then)
         try:
             applied = await self._apply(cmd, now)
         except ProtocolError as exc:
@@ -98,16 +118,25 @@ class CommandService:
             log.exception("command_failed", command_id=cmd.id, type=cmd.type)
             applied = Applied(ReplyStatus.REJECTED, Reason.INTERNAL_ERROR, type(exc).__name__)
         try:
-            await self._control.carry_out(applied)  # the new duty is on the wire: then reply
+            await self._control.carry_out(applied, settle=False)  # the new duty is on the wire
         except Exception:
             log.exception("command_carry_out_failed", command_id=cmd.id, type=cmd.type)
-        reply = m.Reply(
-            command_id=cmd.id, device_id=self.device_id, status=applied.status,
-            reason=applied.reason, detail=applied.detail,
-            applied_at=datetime.fromtimestamp(now, UTC)
-            if applied.status is ReplyStatus.ACCEPTED else None,
-            at_seq=self._events.last_seq, **(applied.extra or {}))
-        self._checker.commit(cmd, verdict, reply)
+        return self._in_order(self._recorded(cmd, verdict, applied, now, group), then)
+
+    async def _recorded(self, cmd: m.Command, verdict: Verdict, applied: Applied, now: float,
+                        group: str | None) -> m.Reply:
+        """The reply once the command's events are committed; its dedupe record queued."""
+        try:
+            await self._events.settled()
+            reply = m.Reply(
+                command_id=cmd.id, device_id=self.device_id, status=applied.status,
+                reason=applied.reason, detail=applied.detail,
+                applied_at=datetime.fromtimestamp(now, UTC)
+                if applied.status is ReplyStatus.ACCEPTED else None,
+                at_seq=self._events.last_seq, **(applied.extra or {}))
+            self._checker.commit(cmd, verdict, reply)
+        finally:
+            self._checker.release(cmd, verdict)
         log.info("command_applied", command_id=cmd.id, type=cmd.type, issuer=cmd.issuer,
                  group=group, status=reply.status.value, reason=reply.reason.value)
         if applied.status is not ReplyStatus.ACCEPTED:
@@ -115,10 +144,33 @@ class CommandService:
                                   command_id=cmd.id, issuer=cmd.issuer, detail=applied.detail)
         return reply
 
+    async def _now(self, make: Callable[[], m.Reply]) -> m.Reply:
+        return make()
+
+    def _in_order(self, reply: Awaitable[m.Reply],
+                  then: Callable[[m.Reply], Awaitable[T]]) -> asyncio.Task[T]:
+        """``reply`` then ``then``, in a task that starts once the previous command's is done."""
+        previous = self._last
+
+        async def run() -> T:
+            if previous is not None:
+                await asyncio.wait({previous})  # its outcome is its own
+            return await then(await reply)
+        self._last = task = asyncio.get_running_loop().create_task(run(), name="command-reply")
+        return task
+
+    async def _replies_recorded(self) -> None:
+        """Every command applied so far has its reply recorded (or failed)."""
+        if self._last is not None:
+            await asyncio.wait({self._last})
+
     def _refused(self, cmd: m.Command, verdict: Verdict) -> m.Reply:
         if verdict.record:  # authentic and fresh, refused on content (discharge, confirm)
             reply = verdict.reply(at_seq=self._events.last_seq)
-            self._checker.commit(cmd, verdict, reply)
+            try:
+                self._checker.commit(cmd, verdict, reply)
+            finally:
+                self._checker.release(cmd, verdict)
             return reply
         if verdict.security_reject:
             self._events.event("securityReject", verdict.security_body(cmd), cmd.connector)

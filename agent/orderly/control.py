@@ -236,11 +236,13 @@ class OrderlyControl:
         else:
             self._events.event(type_, body, connector)
 
-    async def carry_out(self, applied: Applied | Plan) -> None:
+    async def carry_out(self, applied: Applied | Plan, *, settle: bool = True) -> None:
         """The feed first (awaited: the duty is on the wire), then the events, the session
-        records' curtailments and limits.json: none of that is what the vehicle waits for.
+        records' curtailments, limits.json and the state snapshot: none of that is what the
+        vehicle waits for.
         They go to the store writer; for a command (``Applied``) this then waits until they are
-        committed (the reply's ``atSeq`` names them); the event loop never waits."""
+        committed (the reply's ``atSeq`` names them), unless ``settle`` is False (the caller
+        awaits ``EventLog.settled`` itself); the event loop never waits."""
         plan = applied.plan if isinstance(applied, Applied) else applied
         await self._feed(plan.feed)
         if isinstance(applied, Applied):
@@ -253,7 +255,9 @@ class OrderlyControl:
                 tracker.retarget(r.effective.target, prev, r.at)
         if plan.persist:
             self.persist()
-        if isinstance(applied, Applied):
+        if plan.retargets:  # the state snapshot, built and encoded: after the duty write
+            self._on_change()
+        if settle and isinstance(applied, Applied):
             await self._events.settled()
 
     def session_started(self, cid: int, at: float) -> None:
@@ -326,8 +330,6 @@ class OrderlyControl:
             if eff.pending is not None:
                 nxt.append(eff.pending.until)
         self._failsafe(now)
-        if retargets:
-            self._on_change()
         return Plan(min(nxt) if nxt else None, Feed(tuple(lower), tuple(higher)),
                     tuple(retargets), persist)
 

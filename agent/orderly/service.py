@@ -25,7 +25,7 @@ from agent.errors import ConfigError, JournalError
 from agent.journal import Journal
 from agent.ledger import Ledger
 from agent.limits import FailsafeConfig, RateUnit
-from agent.link import Link, LinkSettings, Reply
+from agent.link import Link, LinkSettings, PendingReply, Reply
 from agent.link.ports import CommandMessage
 from agent.orderly.commands import CommandService, RuntimeHooks
 from agent.orderly.control import ConnectorInputs, OrderlyControl
@@ -197,18 +197,23 @@ class OrderlyService:
 
     # --- link callbacks -----------------------------------------------------------------------
 
-    async def _on_command(self, msg: CommandMessage) -> Reply | None:
-        reply = await self.commands.handle(msg.payload, group=msg.group)
-        self.last_command = {"at": msg.received_at, "commandId": reply.command_id,
-                             "type": _command_type(msg.payload), "group": msg.group,
-                             "status": reply.status.value, "reason": reply.reason.value}
-        if not self.control.decommissioned:  # its retained state is cleared meanwhile
-            self._state_changed()
-        encoded = Reply(m.encode(reply))  # serialised once, the bytes the link publishes
-        # The reply goes out once its record, and every event and limits.json written before
-        # it, are committed (the store writer runs in order); the loop goes on meanwhile.
-        await self.command_store.durable()
-        return encoded
+    async def _on_command(self, msg: CommandMessage) -> PendingReply:
+        async def reply(reply: m.Reply) -> Reply:
+            self.last_command = {"at": msg.received_at, "commandId": reply.command_id,
+                                 "type": _command_type(msg.payload), "group": msg.group,
+                                 "status": reply.status.value, "reason": reply.reason.value}
+            if not self.control.decommissioned:  # its retained state is cleared meanwhile
+                self._state_changed()
+            encoded = Reply(m.encode(reply))  # serialised once, the bytes the link publishes
+            # The reply goes out once its record, and every event and limits.json written
+            # before it, are committed (the store writer runs in order); the loop goes on.
+            await self.command_store.durable()
+            return encoded
+
+        # applied (the duty on the wire) when this returns; the reply follows in its own task,
+        # in order, also when the link cannot send it any more (it is recorded all the same)
+        done = await self.commands.handle(msg.payload, group=msg.group, then=reply)
+        return PendingReply(lambda: asyncio.shield(done))
 
     def _on_connected(self, outage_s: float | None) -> None:
         if outage_s is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from agent.faults import FaultCode
+from agent.faults import FAULTS, FaultCode
 from agent.pilot.classifier import CcReading, CcState, CpLevel, Debouncer
 from agent.pilot.events import Action, SetContactor, SetDuty, SetLock
 from agent.pilot.faultwatch import FaultWatch
@@ -61,7 +61,8 @@ class PilotFacts:
         self._plugged = False
         self._authorised = False
         self._id_tag: str | None = None
-        self._tripped = False  # a fault opened a closed contactor in this plug-in
+        self._tripped = False  # a safety fault cut this plug-in's charging: fresh start
+        self._fault_open = False  # a fault opened the contactor; no close since
         self._charging = False  # "charging_started" announced
         self._stop_reason = ""
         self._pause_since = 0.0
@@ -176,9 +177,12 @@ class PilotFacts:
 
     # --- used by FaultWatch ---------------------------------------------------------------
 
-    def fault_tripped(self) -> None:
-        """A fault appeared: if the contactor was closed, this plug-in needs a fresh start."""
-        if self._contactor.commanded:
+    def fault_tripped(self, code: FaultCode) -> None:
+        """A fault appeared. A safety fault (not "cause gone") that meets charging - the
+        contactor closed, or opened by a fault and not closed since (a fault seen only once
+        a silent board answers again) - ends this plug-in's charging: a fresh start is needed.
+        A "cause gone" fault does not: once it clears, the offer returns after min_off_s."""
+        if FAULTS[code].safety and (self._contactor.commanded or self._fault_open):
             self._tripped = True
 
     @property

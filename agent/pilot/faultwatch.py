@@ -77,7 +77,7 @@ class FaultWatch:
         self._active[code] = detail
         self._raised_now.add(code)
         notes.append(FaultRaised(code, detail))
-        m.fault_tripped()
+        m.fault_tripped(code)
 
     def latch_internal(self, detail: str) -> None:
         """The machine caught a bug: latch ``INTERNAL_ERROR`` (clears only by restart)."""

@@ -157,6 +157,7 @@ class PilotMachine(PilotFacts):
     def _on_level(self, level: CpLevel, notes: list[Action]) -> None:
         if level in CONNECTED_LEVELS and not self._plugged:
             self._plugged, self._tripped, self._id_tag = True, False, None
+            self._fault_open = False
             self._authorised = self._s.authorisation == "auto"
             self._stop_reason = ""
             notes.append(SessionEvent("plugged"))
@@ -278,6 +279,7 @@ class PilotMachine(PilotFacts):
             first.append(SetContactor(False))
             self._contactor.command(False, now)
             self._antiflap.opened(now, self._by_vehicle or not self._plugged)
+            self._fault_open = bool(self._faults.active)
             self._oc.cut()
             if self._charging:
                 self._charging = False
@@ -300,6 +302,7 @@ class PilotMachine(PilotFacts):
         if closed and not self._contactor.commanded:
             self._contactor.command(True, now)
             self._antiflap.closed(now)
+            self._fault_open = False
             rest.append(SetContactor(True))
         return tuple(first + rest)
 

@@ -171,7 +171,9 @@ TABLE: tuple[Transition, ...] = (
     *_faults(S.PAUSING),
     Transition(
         S.FAULT, T.FAULTS_CLEARED, S.IDLE,
-        "design: all faults met their clearing condition; the CP level is then re-applied",
+        "design: all faults met their clearing condition; the CP level is then re-applied "
+        f"(2/3 -> CONNECTED: after a 'cause gone' fault the offer returns after min_off_s, "
+        f"{GB}.3.7.1 supply ready again; IEC 61851-1 B1/C1 -> B2/C2)",
     ),
 )
 
@@ -223,12 +225,27 @@ DECISIONS: tuple[str, ...] = (
     "the open contactor has cut is not (the last meter reading after the cut may still show "
     "it), and the overcurrent onset is forgotten at every open.",
     "A reset clears the faults whose cause is gone within reset_window_s of the request.",
-    "After a fault that opened a closed contactor, charging needs a fresh start: a new plug-in "
-    "or Authorize (any mode). ResetRequested clears faults only. A fault raised while the "
-    "contactor was open does not need a fresh start once it clears (non-safety).",
+    "After a safety fault (clear policy other than 'cause gone') that opened a closed "
+    "contactor, or that shows while a fault's open is still in force (an RCD bit read once a "
+    "silent pilot board answers again), charging needs a fresh start: a new plug-in or "
+    "Authorize (any mode). ResetRequested clears faults only: a remote reset of a safety fault "
+    "must not by itself re-energise a vehicle nobody has looked at. A safety fault raised "
+    "while the contactor was open and no fault had opened it does not need a fresh start.",
+    "A 'cause gone' fault (PILOT_BOARD_LOST, PILOT_BOARD_FROZEN, PILOT_BOARD_FAILSAFE, "
+    "RELAY_BOARD_LOST, METER_LOST) does not end the session: it is a loss of sight of our own "
+    "boards or meter (a stalled agent loop, a bus hiccup), not a hazard at the vehicle. It "
+    "opens and stops the PWM like any fault; once it clears with the vehicle still plugged in "
+    "(state 2 or 3) and authorised, the connector re-offers PWM min_off_s after the open (the "
+    "hourly close cap applies, a limit below 6 A or a stop still holds it) and the contactor "
+    "closes by the normal guards (GB/T 18487.1 A.3.7.1: supply ready -> PWM; an EV holding "
+    "state 3 is asking to charge, IEC 61851-1 C1 -> C2). Before, such a fault needed a fresh "
+    "start, and a 0.16 s stall of the agent left a driver's car plugged in without charge "
+    "until it was unplugged. A board that keeps dropping out cycles the contactor no faster "
+    "than min_off_s and max_cycles_per_hour.",
     "Anti-flap within a session: min_off_s is waived when the vehicle opened (S2 open, "
     "unplug, state D) from CLOSING/CHARGING; opens after our own pause or a fault count, so "
-    "pause/resume by limits cannot cycle the contactor faster than min_off_s.",
+    "pause/resume by limits or a board that keeps dropping out cannot cycle the contactor "
+    "faster than min_off_s.",
     "Session boundary: once the connector has been seen unplugged (CP state 1), min_off_s no "
     "longer applies: the next plug-in (the same car or another) gets its PWM offer in the "
     "normal time, never held back by the previous session's open. The hourly close cap "

@@ -293,3 +293,29 @@ def test_flow_against_the_sqlite_store(tmp_path: Path) -> None:
     assert check(checker, envelope(seq=10, cid="c-2")).reason is Reason.REPLAY
     assert check(checker, envelope(seq=11)).reason is Reason.ID_CONFLICT
     store.close()
+
+
+def test_an_admitted_command_counts_before_its_reply_is_recorded() -> None:
+    """Commands are admitted one at a time but their replies are recorded later, in order: a
+    reserved command's seq already raises the issuer's mark, and its id is in flight (a
+    redelivery must wait for the record, then it is a duplicate) until released."""
+    store = MemoryCommandStore()
+    checker = make_checker(store)
+    first, source = parse_command_with_source(json.dumps(envelope(seq=10)).encode())
+    verdict = checker.check(first, source, NOW)
+    checker.reserve(first, verdict)
+    assert checker.in_flight(first)
+    assert check(checker, envelope(seq=10, cid="c-2")).reason is Reason.REPLAY
+    assert check(checker, envelope(seq=11, cid="c-2")).proceed
+    checker.commit(first, verdict, verdict.reply(at_seq=7, applied_at=NOW))
+    checker.release(first, verdict)
+    assert not checker.in_flight(first)
+    assert check(checker, envelope(seq=10)).status is ReplyStatus.DUPLICATE
+    skewed, source = parse_command_with_source(json.dumps(
+        envelope(seq=12, cid="c-3", issuedAt="2026-11-26T08:09:00.000Z",
+                 expiresAt="2026-11-26T08:19:00.000Z")).encode())
+    refused = checker.check(skewed, source, NOW)
+    assert refused.reason is Reason.CLOCK_SKEW and not refused.record
+    checker.reserve(skewed, refused)  # refused before it was authentic and fresh: no effect
+    assert not checker.in_flight(skewed)
+    assert check(checker, envelope(seq=11, cid="c-4")).proceed

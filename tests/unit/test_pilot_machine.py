@@ -318,8 +318,10 @@ def test_a_flapping_limit_does_not_extend_the_follow_window_forever() -> None:
     assert faults_raised(rig) == [FaultCode.OVERCURRENT]
 
 
-def test_pilot_board_lost_opens_and_needs_a_fresh_start() -> None:
-    rig = charging_rig()
+def test_pilot_board_lost_opens_then_the_session_resumes_after_min_off() -> None:
+    """A "cause gone" fault is a loss of sight, not a hazard at the vehicle: once it clears,
+    the EV still in state 3 gets PWM back after min_off_s and the contactor closes again."""
+    rig = charging_rig(min_off_s=60.0)
     rig.pilot_silent = True
     t = rig.now
     rig.run(0.1)
@@ -329,9 +331,23 @@ def test_pilot_board_lost_opens_and_needs_a_fresh_start() -> None:
     rig.pilot_silent = False
     rig.run(0.1)
     assert rig.m.active_faults == frozenset()
-    assert rig.m.state is PilotState.CONNECTED and not rig.m.authorised
+    assert rig.m.state is PilotState.CONNECTED and rig.m.authorised
+    rig.run(when + 59.9 - rig.now)
+    assert not rig.pwm and not rig.coil  # the minimum off time holds within the session
+    rig.run(1.0)
+    assert rig.pwm and rig.coil and rig.m.state is PilotState.CHARGING
+
+
+def test_a_safety_fault_after_a_reset_still_needs_a_fresh_start() -> None:
+    rig = charging_rig(min_off_s=5.0)
+    rig.set_cause(1 << 0)  # RCD
+    rig.run(0.1)
+    rig.set_cause(1 << 0, present=False)
+    rig.run(1.5)
+    rig.feed(ResetRequested())
     rig.run(70.0)
-    assert not rig.coil  # never re-closed by itself
+    assert rig.m.active_faults == frozenset() and not rig.m.authorised
+    assert not rig.pwm and not rig.coil  # never re-closed by itself
     rig.feed(Authorize("card-1"))
     rig.run(1.0)
     assert rig.coil and rig.m.id_tag == "card-1"

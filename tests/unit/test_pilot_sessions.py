@@ -23,6 +23,7 @@ from agent.limits import LimitsEngine
 from agent.pilot import (
     Authorize,
     FaultCleared,
+    FaultRaised,
     LimitChanged,
     PilotSettings,
     PilotState,
@@ -347,3 +348,104 @@ def test_every_unplug_or_reset_fault_clears_on_the_unplug(code: FaultCode, after
     rig.ev.cp = "3"
     rig.run(1.0)
     assert rig.coil and rig.m.state is PilotState.CHARGING
+
+
+# --- faults that clear by themselves: the session resumes ------------------------------------
+
+# How to make each "cause gone" fault of the pilot core happen, and for how long.
+LOSSES = {
+    FaultCode.PILOT_BOARD_LOST: ("pilot_silent", 0.2),  # the agent's loop stalled 0.2 s
+    FaultCode.PILOT_BOARD_FROZEN: ("freeze", 0.3),
+    FaultCode.RELAY_BOARD_LOST: ("relay_silent", 1.2),
+    FaultCode.METER_LOST: ("meter_silent", 11.0),
+    FaultCode.PILOT_BOARD_FAILSAFE: ("status", 0.3),  # the board's watchdog bit
+}
+FAILSAFE_BIT = 1 << 4
+CAUSE_GONE = sorted(
+    c for c, i in FAULTS.items()
+    if i.clear is ClearPolicy.CAUSE_GONE and not c.startswith("WALLBOX_")
+)
+
+
+def lose(rig: Rig, code: FaultCode, present: bool) -> None:
+    name, _ = LOSSES[code]
+    if name == "status":
+        rig.set_cause(FAILSAFE_BIT, present)
+    else:
+        setattr(rig, name, present)
+
+
+def hiccup(rig: Rig, code: FaultCode) -> float:
+    """Charging, then ``code`` for its time, then its cause gone; returns the open's time."""
+    t = rig.now
+    lose(rig, code, True)
+    rig.run(LOSSES[code][1])
+    lose(rig, code, False)
+    opened = rig.first_time(OPEN, t)
+    assert opened is not None and code in [
+        a.code for a in rig.actions_since(t) if isinstance(a, FaultRaised)
+    ]
+    return opened
+
+
+@pytest.mark.parametrize("cp", ["3", "2"])
+@pytest.mark.parametrize("code", CAUSE_GONE)
+def test_a_fault_that_clears_by_itself_resumes_the_session_after_min_off(
+    code: FaultCode, cp: str
+) -> None:
+    """The bench's PILOT_BOARD_LOST (issue 9): the EV still plugged in, holding state 3 (or
+    back in 2), gets PWM again min_off_s after the fault's open, and charges; not before."""
+    rig = charging_rig(min_off_s=60.0)
+    opened = hiccup(rig, code)
+    rig.ev.cp = cp
+    rig.run(opened + 59.95 - rig.now)
+    assert rig.m.active_faults == frozenset() and rig.m.state is PilotState.CONNECTED
+    assert not rig.pwm and not rig.coil  # the minimum off time holds within the session
+    rig.run(0.2)
+    at = first_pwm(rig, opened)
+    assert at is not None and opened + 60.0 - EPS <= at <= opened + 60.0 + 0.01 + EPS
+    if cp == "2":
+        assert rig.m.state is PilotState.OFFERING and not rig.coil
+        rig.ev.cp = "3"
+    rig.run(1.0)
+    assert rig.coil and rig.m.state is PilotState.CHARGING
+    rig.run(200.0)
+    assert rig.coil and rig.m.state is PilotState.CHARGING
+    assert rig.first_time(OPEN, opened + 0.01) is None
+
+
+@pytest.mark.parametrize("code", CAUSE_GONE)
+def test_a_pause_in_force_when_the_fault_clears_holds_the_offer(code: FaultCode) -> None:
+    rig = charging_rig(min_off_s=60.0)
+    opened = hiccup(rig, code)
+    rig.feed(LimitChanged(4.0))
+    rig.run(opened + 100.0 - rig.now)
+    assert rig.m.active_faults == frozenset() and not rig.pwm and not rig.coil
+    t = rig.now
+    rig.feed(LimitChanged(None))
+    rig.run(1.0)
+    assert first_pwm(rig, t) == t and rig.coil
+
+
+def test_a_safety_fault_seen_once_a_silent_board_answers_needs_a_fresh_start() -> None:
+    """The RCD tripped while the pilot board was silent: it opened nothing itself (the lost
+    board did), yet it ends charging in this plug-in like one that opened a closed contactor."""
+    rig = charging_rig(min_off_s=5.0)
+    rig.pilot_silent = True
+    rig.run(0.2)
+    rig.set_cause(1 << 0)  # RCD, latched in the board
+    rig.pilot_silent = False
+    rig.run(0.2)
+    assert FaultCode.RCD_TRIP in rig.m.active_faults
+    rig.set_cause(1 << 0, present=False)
+    rig.run(1.5)
+    rig.feed(ResetRequested())
+    rig.run(30.0)
+    assert rig.m.active_faults == frozenset() and not rig.pwm and not rig.coil
+    rig.feed(Authorize("card"))
+    rig.run(1.0)
+    assert rig.coil and rig.m.state is PilotState.CHARGING
+
+
+def test_the_auto_clearing_faults_are_all_exercised() -> None:
+    assert set(CAUSE_GONE) == set(LOSSES)

@@ -9,7 +9,11 @@ come and go, resets, and unplug/replug at several delays. Checked:
 (b) within one session ``min_off_s`` still holds: a close after an open that the vehicle did
     not cause (it still read state 3) comes ``min_off_s`` later at the earliest, unless the
     connector was unplugged in between;
-(c) every fault path ends with the contactor open and the pilot not offering.
+(c) every fault path ends with the contactor open and the pilot not offering;
+(d) a fault that clears by itself ("cause gone": a board or the meter silent or frozen, the
+    board's failsafe) with the vehicle still plugged in (state 2 or 3) does not end the
+    session: PWM is offered again by min_off_s + one poll after the fault's open, or in the
+    normal offer time after the clear, whichever is later (no pause or stop in force).
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ from __future__ import annotations
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from test_pilot_sessions import BITS, UNPLUG_OR_RESET, cause, first_pwm, normal_offer_delay
+from test_pilot_sessions import (
+    BITS,
+    CAUSE_GONE,
+    LOSSES,
+    UNPLUG_OR_RESET,
+    cause,
+    first_pwm,
+    lose,
+    normal_offer_delay,
+)
 from test_pilot_stateful import CheckedRig
 
 from agent.faults import FaultCode
@@ -25,6 +38,7 @@ from agent.pilot import (
     Authorize,
     CpLevel,
     Event,
+    FaultCleared,
     LimitChanged,
     PilotSettings,
     PilotState,
@@ -130,12 +144,35 @@ class SessionBoundaries(RuleBasedStateMachine):
         else:
             cause(self.rig, code, False)
 
-    @rule(name=st.sampled_from(["pilot_silent", "relay_silent", "freeze"]))
-    def board_hiccup(self, name: str) -> None:  # "cause gone" faults
-        setattr(self.rig, name, True)
-        self.rig.run(1.2)
-        setattr(self.rig, name, False)
-        self.rig.run(0.1)
+    @rule(code=st.sampled_from(CAUSE_GONE), cp=st.sampled_from(["2", "3"]))
+    def board_hiccup(self, code: FaultCode, cp: str) -> None:  # "cause gone" faults
+        r = self.rig
+        offering = (
+            r.pwm and not r.m.active_faults and self.causes_gone() and r.ev.cp in ("2", "3")
+        )
+        t = r.now
+        lose(r, code, True)
+        r.run(LOSSES[code][1])
+        lose(r, code, False)
+        if r.ev.cp in ("2", "3"):
+            r.ev.cp = cp  # the vehicle holds state 3, or opened S2 meanwhile
+        for _ in range(30):  # the board's latched failsafe bit waits for its fault_reset
+            r.run(0.1)
+            if not r.m.active_faults:
+                break
+        if not offering:
+            return
+        assert r.m.active_faults == frozenset(), r.m.active_faults
+        cleared = max(when for when, _, step in r.log if when >= t and any(
+            isinstance(a, FaultCleared) for a in step.actions))
+        opened = r.first_time(OPEN, t)
+        poll = 0.01
+        bound = max(cleared + self.normal_s, (t if opened is None else opened)
+                    + r.settings.min_off_s + poll)
+        if r.now < bound:
+            r.run(bound - r.now + poll)
+        at = first_pwm(r, cleared)
+        assert at is not None and at <= bound + EPS, (code, r.m.state, r.m.authorised)  # (d)
 
     @rule(on=st.booleans())
     def weld(self, on: bool) -> None:  # "reset only"
