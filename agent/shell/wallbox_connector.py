@@ -1,11 +1,14 @@
-"""One control task per retrofitted wallbox: polls its state, feeds the pure wallbox machine and
-writes the current it decides, keeps the wallbox's own fail-safe programmed.
+"""One control task per retrofitted wallbox: an I/O pump around the pure wallbox core.
 
     every poll period:   read the state register -> step(WallboxSampled) (any transaction
                          also feeds the wallbox's communication watchdog)
-    every verify period: read back what was programmed; values back at their defaults mean
-                         the wallbox has reset: program setup, watchdog, fail-safe, current again
+    every verify period: read back what was programmed -> step(WallboxVerified)
     every second:        energy and currents (its own registers, or a meter on the bus)
+
+The core (``agent.wallbox.delivery`` around ``agent.wallbox.machine``) decides everything:
+the command, when to re-send it, when to program the wallbox again. This task applies its
+actions in order and reports a write that failed back to it (``WallboxWriteFailed``),
+applying the answer at once.
 
 The orderly layer sees the same notes as from a pilot-board connector (``EvLevelChanged``,
 ``StateChanged``, ``SessionEvent``, ``OfferChanged``, faults), so nothing above this knows which
@@ -18,14 +21,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
 from agent.errors import DriverError
-from agent.faults import FaultCode
 from agent.pilot import (
-    CpLevel,
     FaultCleared,
     FaultRaised,
     OfferChanged,
@@ -33,14 +33,21 @@ from agent.pilot import (
     SetContactor,
     StateChanged,
 )
-from agent.pilot.delivery import EvLevelChanged
 from agent.shell.handle import ConnectorStats, EventSink, HardwareInfo
+from agent.wallbox.delivery import (
+    Reprogram,
+    WallboxDelivered,
+    WallboxDelivery,
+    WallboxInput,
+    WallboxOutput,
+    WallboxVerified,
+    WallboxWrite,
+    WallboxWriteFailed,
+)
 from agent.wallbox.machine import (
-    WallboxAction,
     WallboxMachine,
     WallboxReadFailed,
     WallboxSampled,
-    WallboxStep,
     WriteCommand,
 )
 from agent.wallbox.mapping import command_amps
@@ -48,11 +55,6 @@ from drivers.interfaces import Meter, Wallbox
 from drivers.wallbox.profiles import WallboxCommand
 
 log = structlog.get_logger("agent.wallbox")
-
-# The nominal CP plateau of each letter the wallbox reports (the wallbox measures the real one;
-# pilotStateChanged carries this nominal value for a retrofitted connector).
-NOMINAL_CP_MV = {CpLevel.STATE_1: 12000, CpLevel.STATE_2: 9000, CpLevel.STATE_3: 6000,
-                 CpLevel.STATE_D: 3000, CpLevel.INVALID: 0, CpLevel.NEGATIVE: -12000}
 
 
 @dataclass
@@ -79,6 +81,7 @@ class WallboxConnector:
     ) -> None:
         self.id = connector_id
         self.machine = machine
+        self.core = WallboxDelivery(machine)
         self.driver = driver
         self.meter = meter
         self.timing = timing
@@ -88,11 +91,8 @@ class WallboxConnector:
         self.reprogrammed = 0
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._ev_level: CpLevel | None = None
         self._deadline: float | None = None
-        self._write_pending = False
-        self._reprogram_pending = False
-        self._first: list[Any] = []  # fed before the first poll (see ``feed_first``)
+        self._first: list[WallboxInput] = []  # fed before the first poll (see ``feed_first``)
 
     # --- start-up and shut-down ------------------------------------------------------------
 
@@ -108,11 +108,11 @@ class WallboxConnector:
                  watchdog_s=self.driver.watchdog_s, failsafe_a=self.driver.failsafe_a,
                  programmed=dict(self.driver.programmed))
 
-    def feed_first(self, event: Any) -> None:
+    def feed_first(self, event: WallboxInput) -> None:
         """Queue an input for the start of ``run``, before the first poll."""
         self._first.append(event)
 
-    async def feed(self, event: Any) -> WallboxStep:
+    async def feed(self, event: WallboxInput) -> WallboxDelivered:
         await self._feed_queued()  # a feed that comes before run() must not overtake them
         return await self._step(event)
 
@@ -154,10 +154,6 @@ class WallboxConnector:
             await self._step(WallboxReadFailed())
             return
         await self._step(WallboxSampled(value))
-        if self._reprogram_pending:
-            await self._reprogram("answers again after a loss")
-        elif self._write_pending:
-            await self._resend()
 
     async def _energy_loop(self) -> None:
         while True:
@@ -179,81 +175,68 @@ class WallboxConnector:
             except DriverError as exc:
                 log.debug("wallbox_verify_failed", connector=self.id, error=str(exc))
                 continue
-            if changed:
-                await self._reprogram(f"registers back at other values: {', '.join(changed)}")
-
-    async def _reprogram(self, why: str) -> None:
-        """The wallbox reset (or may have): setup, watchdog, fail-safe and current again."""
-        async with self._lock:
-            try:
-                await self.driver.program()
-                await self.driver.apply(self.machine.command, force=True)
-            except DriverError as exc:
-                self._reprogram_pending = True
-                log.error("wallbox_reprogram_failed", connector=self.id, error=str(exc))
-                return
-            self._reprogram_pending = self._write_pending = False
-            self.reprogrammed += 1
-            log.warning("wallbox_reprogrammed", connector=self.id, why=why,
-                        programmed=dict(self.driver.programmed))
-
-    async def _resend(self) -> None:
-        async with self._lock:
-            try:
-                await self.driver.apply(self.machine.command, force=True)
-            except DriverError as exc:
-                log.error("wallbox_write_resend_failed", connector=self.id, error=str(exc))
-                return
-            self._write_pending = False
-            log.warning("wallbox_write_resent", connector=self.id)
+            await self._step(WallboxVerified(tuple(changed)))
 
     # --- stepping and applying -------------------------------------------------------------
 
-    async def _step(self, event: Any) -> WallboxStep:
+    async def _step(self, event: WallboxInput) -> WallboxDelivered:
         async with self._lock:
             now = self._clock()
-            step = self.machine.step(event, now)
-            self._deadline = step.next_deadline
-            for action in step.actions:
-                await self._apply(action, now)
-            if self.driver.command != self.machine.command and not self._write_pending:
-                # a step taken outside this task (a service's first limit) changed the command
-                await self._write(self.machine.command)
-            level = self.machine.ev_level
-            if level is not None and level != self._ev_level:
-                old, self._ev_level = self._ev_level, level
-                # the nominal plateau goes upstream; status shows no CP (the agent cannot see it)
-                self._notify(EvLevelChanged(old, level, NOMINAL_CP_MV.get(level, 0)), now)
-            return step
+            out = self.core.step(event, now)
+            self._deadline = out.next_deadline
+            await self._apply(out.actions, now)
+            return out
 
-    async def _apply(self, action: WallboxAction, now: float) -> None:
-        if isinstance(action, WriteCommand):
-            await self._write(action.command)
-            return
-        if isinstance(action, FaultCleared) and action.code is FaultCode.WALLBOX_LOST:
-            self._reprogram_pending = True  # it may have reset while we could not see it
-        self._notify(action, now)
-        self._log(action)
+    async def _apply(self, actions: tuple[WallboxOutput, ...], now: float) -> None:
+        """Apply in order; a failed write goes back to the core, whose answer (a re-send, or
+        nothing) is applied at once, before the rest (it is bounded by the core's rules)."""
+        for action in actions:
+            if isinstance(action, WriteCommand | Reprogram):
+                if not await self._write(action):
+                    failed = self.core.step(WallboxWriteFailed(action), now)
+                    await self._apply(failed.actions, now)
+                continue
+            self._notify(action, now)
+            self._log(action)
 
-    async def _write(self, cmd: WallboxCommand) -> None:
+    async def _write(self, action: WallboxWrite) -> bool:
+        """Carry out one write; False when it failed (logged here, decided by the core)."""
+        cmd = action.command
         try:
-            await self.driver.apply(cmd)
-            self._write_pending = False
+            if isinstance(action, Reprogram):  # the wallbox reset (or may have)
+                await self.driver.program()
+            await self.driver.apply(cmd, force=isinstance(action, Reprogram) or action.force)
         except DriverError as exc:
-            # re-sent when the wallbox answers again; its watchdog covers the meantime
-            self._write_pending = True
-            log.error("action_failed", connector=self.id, action=repr(cmd), error=str(exc))
+            if isinstance(action, Reprogram):
+                log.error("wallbox_reprogram_failed", connector=self.id, error=str(exc))
+                return False
+            log.error("wallbox_write_resend_failed" if action.force else "action_failed",
+                      connector=self.id, action=repr(cmd), error=str(exc))
+            if not action.force:
+                self._log_commanded(cmd)
+            return False
+        if isinstance(action, Reprogram):
+            self.reprogrammed += 1
+            log.warning("wallbox_reprogrammed", connector=self.id, why=action.reason,
+                        programmed=dict(self.driver.programmed))
+        elif action.force:
+            log.warning("wallbox_write_resent", connector=self.id)
+        else:
+            self._log_commanded(cmd)
+        return True
+
+    def _log_commanded(self, cmd: WallboxCommand) -> None:
         log.info("wallbox_current_commanded", connector=self.id, raw=cmd.raw,
                  enabled=cmd.enabled, current_a=command_amps(self.driver.profile, cmd))
 
-    def _notify(self, note: Any, now: float) -> None:
+    def _notify(self, note: WallboxOutput, now: float) -> None:
         if self.on_event is not None:
             try:
                 self.on_event(self.id, note, now)
             except Exception:  # reporting must never break the control loop
                 log.exception("event_sink_failed", connector=self.id, note=repr(note))
 
-    def _log(self, action: WallboxAction) -> None:
+    def _log(self, action: WallboxOutput) -> None:
         if isinstance(action, SetContactor):
             log.info("contactor_commanded", connector=self.id, closed=action.closed,
                      by="wallbox")

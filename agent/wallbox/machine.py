@@ -14,6 +14,8 @@ Rules:
 - Faults (lost, out-of-table state, the wallbox's own error) pause charging through the disable
   path and clear by themselves once their cause has gone (the wallbox keeps its own safety).
 - Any unexpected exception latches ``INTERNAL_ERROR`` and commands the disable path.
+- Each command change is commanded once and taken as done; getting it onto a wallbox that
+  loses writes or resets (re-sends, reprogramming) is ``agent.wallbox.delivery``'s job.
 """
 
 from __future__ import annotations
@@ -66,9 +68,12 @@ class WallboxReadFailed:
 
 @dataclass(frozen=True, slots=True)
 class WriteCommand:
-    """Write the current register / disable path (``drivers.wallbox.WallboxDriver.apply``)."""
+    """Write the current register / disable path (``drivers.wallbox.WallboxDriver.apply``);
+    ``force``: every register of the command, even those the driver believes hold it (a
+    re-send, ``agent.wallbox.delivery`` W1/W2; the machine itself never forces)."""
 
     command: WallboxCommand
+    force: bool = False
 
 
 WallboxEvent = (WallboxSampled | WallboxReadFailed | LimitChanged | Authorize | StopRequested
