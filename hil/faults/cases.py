@@ -43,7 +43,7 @@ CASES: tuple[FaultCase, ...] = (
     FaultCase("pilot_garbage", "pilot board answers garbage (valid CRC)",
               devices.pilot_garbage, True, True),
     FaultCase("pilot_slow", "pilot board slow answers (10x timeout)", devices.control_slow,
-              True, True),
+              True, True, bench=devices.CONTROL_SLOW_BENCH),
     FaultCase("relay_gone", "relay board gone", devices.relay_gone, True, True),
     FaultCase("port_vanish", "serial port vanishes and returns (USB unplug)",
               devices.port_vanish, True, True),

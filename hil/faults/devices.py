@@ -262,6 +262,13 @@ async def port_vanish(b: Testbed, o: CaseReport) -> None:
     await expect_recovery(b, o, "by itself (port reopened) + fresh authorisation")
 
 
+# A late answer now and then is taken for a sample (see control_slow), and PILOT_BOARD_LOST
+# clears on a sample: since faults that clear by themselves re-offer PWM after the minimum off
+# time (README decisions), the bench's 0 s would re-offer at once while answers are still late.
+# 2 s keeps the product's rule (re-offer only min_off_s after the open) and a short run.
+CONTROL_SLOW_BENCH: dict[str, Any] = {"overrides": {"safety": {"contactor_min_off_s": 2}}}
+
+
 async def control_slow(b: Testbed, o: CaseReport) -> None:
     """Pilot-board answers 10x past the bus timeout: the board counts as lost.
 
@@ -287,13 +294,20 @@ async def finish_data_check(b: Testbed, o: CaseReport, tolerated: int = 0) -> No
     """
     if b.sub is None:
         return
-    hw = b.journal_high_water()
-    await b.sub.wait_for(lambda: b.sub is not None and len(b.sub.gaps(hw)) <= tolerated, 10.0)
+    before = b.journal_high_water()
+    await b.sub.wait_for(lambda: b.sub is not None and len(b.sub.gaps(before)) <= tolerated, 10.0)
     await b.stop_agent()
     hw = b.journal_high_water()
     await b.sub.wait_for(lambda: b.sub is not None and len(b.sub.gaps(hw)) <= tolerated, 5.0)
-    gaps = b.sub.gaps(hw)
+    # A row committed while the agent was being stopped (a telemetry tick at SIGTERM) may stay
+    # unsent in the journal: it goes at the next start (at least once), so it is pending, not
+    # lost. Every row committed before the stop must have arrived.
+    unsent = b.journal_unsent()
+    pending = [s for s in b.sub.gaps(hw) if s > before and s in unsent]
+    gaps = [s for s in b.sub.gaps(hw) if s not in pending]
     lost = max(0, len(gaps) - tolerated)
+    if pending:
+        o.say(f"seq {pending} committed during the stop: unsent in the journal, for the next start")
     o.data_lost = lost
     o.check(not lost, f"every journaled seq 1..{hw} delivered (missing {gaps[:10]}, "
                       f"{tolerated} dropped telemetry counted)")

@@ -235,6 +235,12 @@ class Testbed(StationHarness):
                           "SELECT max((SELECT value FROM meta WHERE key='seq_hw'),"
                           " coalesce((SELECT max(seq) FROM entries), 0))")
 
+    def journal_unsent(self) -> set[int]:
+        """Seqs the journal still holds for sending (delivered at the agent's next start)."""
+        path = self.state_dir / "journal.db"
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            return {int(r[0]) for r in conn.execute("SELECT seq FROM entries WHERE sent = 0")}
+
     def journal_counter(self, key: str) -> int:
         return _query_int(self.state_dir / "journal.db",
                           "SELECT value FROM meta WHERE key = ?", (key,))
