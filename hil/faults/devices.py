@@ -294,8 +294,10 @@ async def finish_data_check(b: Testbed, o: CaseReport, tolerated: int = 0) -> No
     """
     if b.sub is None:
         return
-    before = b.journal_high_water()
-    await b.sub.wait_for(lambda: b.sub is not None and len(b.sub.gaps(before)) <= tolerated, 10.0)
+    hw = b.journal_high_water()
+    await b.sub.wait_for(lambda: b.sub is not None and len(b.sub.gaps(hw)) <= tolerated, 10.0)
+    before = b.journal_high_water()  # committed while we waited: must arrive before the stop
+    await b.sub.wait_for(lambda: b.sub is not None and len(b.sub.gaps(before)) <= tolerated, 5.0)
     await b.stop_agent()
     hw = b.journal_high_water()
     await b.sub.wait_for(lambda: b.sub is not None and len(b.sub.gaps(hw)) <= tolerated, 5.0)
