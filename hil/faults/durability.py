@@ -18,6 +18,7 @@ from hil.faults.case_report import CaseReport
 from hil.faults.devices import continue_charging, finish_data_check, start_charging
 from hil.faults.link import end_session, sessions_check, wait_log
 from hil.faults.testbed import Testbed
+from hil.poll import poll_until
 from hil.scenario_runner import REPO_ROOT
 
 DISK_LIMIT_MB = 0.05
@@ -149,7 +150,12 @@ async def sigkill(b: Testbed, o: CaseReport, iterations: int = 20, seed: int = 2
     await b.start_agent()
     if b.r.ev.plugged:
         b.r.ev_action("unplug")
-    await wait_log(b, "mqtt_connected", iterations + 1, 5.0)
+    # The last boot has connected (waiting for iterations + 1 connects in all boots' logs ran
+    # out its 5 s every time: a boot killed before it connected logs none).
+    agent = b.agent
+    assert agent is not None
+    await poll_until(lambda: any(e.get("event") == "mqtt_connected"
+                                 for e in agent.log_events()), 5.0, 0.05)
     await asyncio.sleep(1.0)
     await sessions_check(b, o, 15.0)
     ledger = b.ledger_sessions()
