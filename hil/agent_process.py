@@ -2,7 +2,9 @@
 
 ``[sys.executable, "-m", "agent.cli", "run", "-c", <config>]`` with its JSON log in a file;
 ``wait_ready`` polls the log for ``agent_ready``. Tests, benchmarks, the fault matrix and the
-scenario runner all use this one.
+scenario runner all use this one. The process gets the ``Environment=`` settings of the shipped
+systemd unit (``unit_environment``), so the bench measures the agent as it runs in the product
+(e.g. ``MALLOC_ARENA_MAX=1``: the unit's one malloc arena is part of the P3 footprint).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,8 +22,21 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+UNIT_PATH = REPO_ROOT / "systemd" / "evse-agent.service"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
+
+
+def unit_environment(unit: Path = UNIT_PATH) -> dict[str, str]:
+    """The ``Environment=`` assignments of a systemd unit (quoted words as systemd splits them)."""
+    env: dict[str, str] = {}
+    for line in unit.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key == "Environment":
+            for word in shlex.split(value):
+                name, _, val = word.partition("=")
+                env[name] = val
+    return env
 
 
 class AgentProcess:
@@ -39,7 +56,8 @@ class AgentProcess:
         cmd = [sys.executable, "-m", "agent.cli", "run", "-c", str(self.config_path)]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=self.cwd)
+                                         stdin=subprocess.DEVNULL, cwd=self.cwd,
+                                         env={**os.environ, **unit_environment()})
 
     async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s

@@ -132,3 +132,21 @@ def test_every_documentation_path_is_installed_by_install_sh(tmp_path: Path) -> 
         installed = stage / path.lstrip("/")
         assert installed.is_file(), f"{path} (Documentation=) is not installed by install.sh"
         assert installed.stat().st_size > 0
+
+
+def test_agent_processes_get_the_units_environment() -> None:
+    """The rig and the bench start the agent as the unit does (hil.agent_process)."""
+    from hil.agent_process import UNIT_PATH, unit_environment
+
+    assert UNIT_PATH == UNIT
+    env = unit_environment()
+    assert env == {"MALLOC_ARENA_MAX": "1", "PYDANTIC_DISABLE_PLUGINS": "__all__"}
+    assert env == dict(v.split("=", 1) for v in _service_section()["Environment"])
+
+
+def test_unit_environment_splits_words_as_systemd_does(tmp_path: Path) -> None:
+    from hil.agent_process import unit_environment
+
+    unit = tmp_path / "x.service"
+    unit.write_text('[Service]\nEnvironment=A=1 "B=two words"\n# Environment=C=3\n')
+    assert unit_environment(unit) == {"A": "1", "B": "two words"}
