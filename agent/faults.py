@@ -142,7 +142,8 @@ FAULTS: Mapping[FaultCode, FaultInfo] = MappingProxyType(
             ),
             _info(
                 FaultCode.CONTACTOR_NO_CLOSE, _U,
-                "contactor did not confirm closing in time, or dropped out while closed",
+                "a relay sample after the feedback timeout shows the contactor open (a silent "
+                "relay board is RELAY_BOARD_LOST), or it dropped out while closed",
                 _UNPLUG, "hardware.md relay board",
             ),
             _info(

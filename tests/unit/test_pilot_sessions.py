@@ -449,3 +449,41 @@ def test_a_safety_fault_seen_once_a_silent_board_answers_needs_a_fresh_start() -
 
 def test_the_auto_clearing_faults_are_all_exercised() -> None:
     assert set(CAUSE_GONE) == set(LOSSES)
+
+
+@pytest.mark.parametrize("silent_for", [0.6, 1.2])
+def test_a_relay_board_silent_at_the_close_is_a_loss_of_sight_not_a_contactor_that_failed(
+    silent_for: float,
+) -> None:
+    """Found by the sessions state machine (cc3, 2026-12-05): the relay board fell silent as the
+    contactor was commanded closed; the feedback timeout (0.5 s) ran out before relay_lost_s
+    (1 s) and raised CONTACTOR_NO_CLOSE, a safety fault that needs a fresh start, so the EV
+    never got PWM again. Without a sample after the deadline nothing says the contactor did
+    not close: the board's silence is RELAY_BOARD_LOST ("cause gone"), and the session resumes."""
+    rig = Rig(PilotSettings(min_off_s=5.0))
+    rig.plug("2", settle=0.5)
+    assert rig.pwm
+    t = rig.now
+    rig.relay_silent = True
+    rig.ev.cp = "3"
+    rig.run(silent_for)
+    rig.relay_silent = False
+    rig.run(0.5)
+    raised = [a.code for a in rig.actions_since(t) if isinstance(a, FaultRaised)]
+    assert FaultCode.CONTACTOR_NO_CLOSE not in raised
+    assert raised == ([FaultCode.RELAY_BOARD_LOST] if silent_for > 1.0 else [])
+    rig.run(6.0)
+    assert rig.m.active_faults == frozenset()
+    assert rig.coil and rig.m.state is PilotState.CHARGING
+
+
+def test_a_relay_sample_after_the_deadline_that_shows_open_is_still_contactor_no_close() -> None:
+    rig = Rig(PilotSettings(min_off_s=5.0))
+    rig.plug("2", settle=0.5)
+    t = rig.now
+    rig.no_close = True
+    rig.ev.cp = "3"
+    rig.run(1.0)
+    raised = [a.code for a in rig.actions_since(t) if isinstance(a, FaultRaised)]
+    assert raised == [FaultCode.CONTACTOR_NO_CLOSE]
+    assert rig.first_time(OPEN, t) is not None
