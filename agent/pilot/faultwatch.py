@@ -150,11 +150,11 @@ class FaultWatch:
             self.raise_(m, code, detail, notes)
         if m.meter_lost(now) and (m.contactor.commanded or m.wants_power()):
             self.raise_(m, FaultCode.METER_LOST, "meter silent beyond the grace time", notes)
-        c, lock = m.contactor, m.lock
+        c, lock, (_, _, relay) = m.contactor, m.lock, m.liveness
         # Only a relay sample taken after the deadline can say the contactor did not close; a
         # board that went silent meanwhile says nothing about it: that is RELAY_BOARD_LOST (a
         # loss of sight, "cause gone"), raised at relay_lost_s and opening the contactor then.
-        if c.commanded and c.overdue(now) and m.liveness[2].last_ok >= c.deadline:
+        if c.commanded and c.overdue(now) and relay.last_ok >= c.deadline:
             self.raise_(
                 m, FaultCode.CONTACTOR_NO_CLOSE, "no mirror contact within the timeout", notes
             )

@@ -9,7 +9,6 @@ hardware stays safe, removes the cause and checks the way back to charging.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from agent.shell.connector import METER_FROZEN_READS
@@ -47,12 +46,9 @@ async def expect_safe(b: Testbed, o: CaseReport, t0: float, limit_s: float,
                 e.get("event") == "fault_raised" and code in str(e.get("code", ""))
                 for e in b.agent.log_events())
 
-        shown, deadline = False, time.monotonic() + 3.0
-        while not (shown or logged()) and time.monotonic() < deadline:
-            shown = any(code in f for f in (await b.status()).get("faults", []))
-            if not shown:
-                await asyncio.sleep(0.1)
-        o.check(shown or logged(), f"fault {code} on the control socket or in the log")
+        st = await b.wait_status(
+            lambda s: logged() or any(code in f for f in s.get("faults", [])), 3.0)
+        o.check(st is not None or logged(), f"fault {code} on the control socket or in the log")
         o.say(f"{code}; opened in {_ms(t_open)}, PWM off in {_ms(t_pwm)}")
     await asyncio.sleep(0.3)
     o.check(b.is_safe(), "hardware safe after the fault (contactor open, no PWM)")
