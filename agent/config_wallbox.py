@@ -23,7 +23,7 @@ WATCHDOG_MAX_MS = 0xFFFF
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class WallboxStateConfig(_Strict):
