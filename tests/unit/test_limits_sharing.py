@@ -56,6 +56,19 @@ def test_below_six_amps_the_later_arrival_is_paused_and_resumes_when_the_first_l
     assert s.offers_a == {1: 0, 2: 10} and s.held == frozenset()
 
 
+def test_a_departure_resumes_the_queued_one_and_the_shares_equalise() -> None:
+    # found by TestSharingMachine (clean-clone run, 2026-12-05): 16 A, three vehicles, 3 capped
+    # at 6 A; 2 arrived last and waits. When 3 leaves, 2 resumes and 1 goes from 10 to 8 A:
+    # equal shares among those that draw, as the contract says (README, twin charger)
+    s = run(16, [d(1, requesting=False), d(2, plugged=False), d(3, requesting=False)])
+    s = run(16, [d(1, requesting=False), d(2, requesting=False), d(3, requesting=False)],
+            s.state)
+    s = run(16, [d(1), d(2, requesting=False), d(3, requesting=False, ceiling=6)], s.state)
+    assert s.offers_a == {1: 10, 2: 0, 3: 6} and s.held == {2}
+    s = run(16, [d(1), d(2, requesting=False), d(3, plugged=False, ceiling=6)], s.state)
+    assert s.offers_a == {1: 8, 2: 8, 3: 0} and s.held == frozenset()
+
+
 def test_a_vehicle_that_stops_asking_gives_its_share_to_the_queued_one() -> None:
     s = run(10, [d(1), d(2)])  # 1 first (lower id breaks the tie of a common arrival)
     assert s.offers_a == {1: 10, 2: 0}
@@ -167,12 +180,15 @@ class SharingMachine(RuleBasedStateMachine):
     def unplug(self, cid: int) -> None:
         before = dict(self.last.offers_a) if self.last else {}
         was_plugged = self.demands[cid].plugged
+        queued_before = any(self.demands[c].plugged and c in self.state.held for c in IDS)
         self._set(cid, plugged=False, requesting=False)
         self.step()
         assert self.last is not None
-        if was_plugged and not any(self.demands[c].plugged and c in self.state.held
-                                   for c in IDS):
-            # a departure never lowers the others' offers (it frees budget)
+        if was_plugged and not queued_before and not any(
+                self.demands[c].plugged and c in self.state.held for c in IDS):
+            # with nobody queued, a departure never lowers the others' offers (it frees
+            # budget); with one queued, the freed budget may resume it and the shares of
+            # those that draw equalise (test_a_departure_resumes_the_queued_one_...)
             for c in IDS:
                 if c != cid and self.demands[c].plugged and self.demands[c].requesting:
                     assert self.last.offers_a[c] >= before.get(c, 0.0) - 1e-9 or \
