@@ -29,12 +29,13 @@ class Probe(BaseModel):
     amps: float
 
 cfg = load_config(sys.argv[1])
+heavy = json.loads(sys.argv[2])
 loader = sys.modules.get("pydantic.plugin._loader")
-print(json.dumps({"loaded": sorted(m for m in HEAVY if m in sys.modules),
+print(json.dumps({"loaded": sorted(m for m in heavy if m in sys.modules),
                   "real_loader": hasattr(loader, "entry_points"),
                   "plugins": list(loader.get_plugins()) if loader else None,
                   "probe": Probe(amps="16").amps, "device": cfg.device_id}))
-""".replace("HEAVY", repr(HEAVY))
+"""
 
 REAL_FIRST = """
 import json, os
@@ -61,14 +62,14 @@ def _example() -> str:
 
 
 def test_plugins_off_daemon_imports_no_metadata_machinery() -> None:
-    result = _child(DAEMON, _example(), plugins_off=True)
+    result = _child(DAEMON, _example(), json.dumps(HEAVY), plugins_off=True)
     assert result["loaded"] == [], "the daemon path imports pydantic's plugin loader machinery"
     assert result["real_loader"] is False and result["plugins"] == []
     assert result["probe"] == 16.0 and result["device"]
 
 
 def test_plugins_on_pydantic_loader_untouched() -> None:
-    result = _child(DAEMON, _example(), plugins_off=False)
+    result = _child(DAEMON, _example(), json.dumps(HEAVY), plugins_off=False)
     assert result["real_loader"] is True
     assert "importlib.metadata" in result["loaded"]  # type: ignore[operator]
 
