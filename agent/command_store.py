@@ -93,10 +93,14 @@ class CommandStore:
         self._track(self._db.submit(write), key, issuer if seq is not None else None)
 
     def high_water(self, issuer: str) -> int | None:
+        # The queued mark first: it leaves the queue only after its commit, so a mark not queued
+        # now is in the database for the read below. Read the other way round, a commit between
+        # the two reads hid the mark from both (a replayed seq would pass).
+        queued = self._queued_marks.get(issuer)
         rows = self._db.query("SELECT seq FROM issuer_high_water WHERE issuer = ?", (issuer,))
         marks = [int(rows[0][0])] if rows else []
-        if issuer in self._queued_marks:
-            marks.append(self._queued_marks[issuer])
+        if queued is not None:
+            marks.append(queued)
         return max(marks) if marks else None
 
     def set_high_water(self, issuer: str, seq: int) -> None:

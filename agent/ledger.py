@@ -246,15 +246,14 @@ class Ledger:
                  connector: int | None = None) -> list[Session]:
         """Sessions still open or ended at or after ``since``, oldest first."""
         sql, args = listing_query(since, connector)
-        return self._overlay(self._db.query(sql, args), lambda s: (
+        return self._overlay(sql, args, lambda s: (
             (connector is None or s.connector == connector)
             and (since is None or s.plug_out_at is None or s.plug_out_at >= since)))
 
     def unreported(self) -> list[Session]:
         """Closed sessions whose record has not been journaled yet (journal them again)."""
-        rows = self._db.query(f"SELECT {COLUMNS} FROM sessions WHERE stop_reason IS NOT NULL"
-                              " AND reported_seq IS NULL AND local_only = 0")
-        return self._overlay(rows, lambda s: (
+        return self._overlay(f"SELECT {COLUMNS} FROM sessions WHERE stop_reason IS NOT NULL"
+                             " AND reported_seq IS NULL AND local_only = 0", (), lambda s: (
             s.closed and s.reported_seq is None and not s.local_only))
 
     def get(self, session_id: str) -> Session:
@@ -270,15 +269,17 @@ class Ledger:
 
     def recent(self, limit: int) -> list[Session]:
         """The latest sessions (open or closed), newest first: the status page's list."""
-        rows = self._db.query(f"SELECT {COLUMNS} FROM sessions ORDER BY plug_in_at DESC"
-                              " LIMIT ?", (limit,))
-        return self._overlay(rows, lambda s: True)[::-1][:limit]
+        return self._overlay(f"SELECT {COLUMNS} FROM sessions ORDER BY plug_in_at DESC LIMIT ?",
+                             (limit,), lambda s: True)[::-1][:limit]
 
-    def _overlay(self, rows: list[tuple[Any, ...]], keep: Callable[[Session], bool]
+    def _overlay(self, sql: str, args: tuple[Any, ...], keep: Callable[[Session], bool]
                  ) -> list[Session]:
-        """Committed rows, replaced by what is queued or open in memory; oldest first."""
-        found = {s.session_id: s for s in (from_row(r, "") for r in rows)}
-        found.update(self._queued)
+        """Committed rows, replaced by what is queued or open in memory; oldest first. The
+        queue is read before the database: a session leaves it only after its commit, so one
+        committed between the two reads is in the rows (the other order lost it from both)."""
+        queued = dict(self._queued)
+        found = {s.session_id: s for s in (from_row(r, "") for r in self._db.query(sql, args))}
+        found.update(queued)
         found.update(self._open)
         return sorted((s for s in found.values() if keep(s)), key=lambda s: s.plug_in_at)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -270,6 +271,31 @@ def test_command_store_dedupes_by_issuer_and_id_across_restart(tmp_path: Path) -
         assert store.high_water("agg-1") == 10
         assert store.high_water("agg-2") is None
     finally:
+        store.close()
+
+
+def test_a_mark_that_commits_between_the_two_reads_is_still_seen(tmp_path: Path) -> None:
+    """Found in clean-clone run cc8 (2026-12-05): ``high_water`` read the database, then the
+    queue; a commit in between took the mark out of the queue after the database read had
+    missed it, and the mark was gone from both (None: a replayed seq would pass). Here the
+    writer is held while the mark is queued and let go right after the database read."""
+    store = CommandStore(tmp_path / "commands.db")
+    writer, query = store._db.writer, store._db.query
+    hold = threading.Event()
+    try:
+        writer.submit(hold.wait)
+        store.set_high_water("agg-1", 5)  # queued behind the held job
+
+        def query_then_commit(*args: Any, **kwargs: Any) -> Any:
+            rows = query(*args, **kwargs)
+            hold.set()
+            writer.call(lambda: None)  # the mark commits and leaves the queue
+            return rows
+
+        store._db.query = query_then_commit  # type: ignore[method-assign]
+        assert store.high_water("agg-1") == 5
+    finally:
+        hold.set()
         store.close()
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -218,3 +220,27 @@ def test_reading_a_checkpointed_ledger_creates_no_files(db: Path) -> None:
     before = sorted(p.name for p in db.parent.iterdir())
     assert [s.session_id for s in read_sessions(db)] == ["s-1"]
     assert sorted(p.name for p in db.parent.iterdir()) == before
+
+
+def test_a_session_that_commits_between_the_two_reads_is_still_listed(ledger: Ledger) -> None:
+    """The listing reads the writer's queue before the database: a closed session leaves the
+    queue only after its commit. Here the writer is held while the close is queued and let go
+    right after the database read (the other order lost the session from both)."""
+    writer, query = ledger._db.writer, ledger._db.query
+    hold = threading.Event()
+    try:
+        s = ledger.open_session(1, T0, 0)
+        ledger.flush()
+        writer.submit(hold.wait)
+        ledger.close(s.session_id, T0 + 60, 500, "EVDisconnected")  # queued behind the held job
+
+        def query_then_commit(*args: Any, **kwargs: Any) -> Any:
+            rows = query(*args, **kwargs)
+            hold.set()
+            writer.call(lambda: None)  # the close commits and leaves the queue
+            return rows
+
+        ledger._db.query = query_then_commit  # type: ignore[method-assign]
+        assert [x.session_id for x in ledger.unreported()] == [s.session_id]
+    finally:
+        hold.set()
