@@ -26,14 +26,11 @@ import structlog
 
 from agent.errors import DriverError
 from agent.pilot import (
-    FaultCleared,
-    FaultRaised,
-    OfferChanged,
-    SessionEvent,
     SetContactor,
     StateChanged,
 )
 from agent.shell.handle import ConnectorStats, EventSink, HardwareInfo
+from agent.shell.notelog import log_session_note
 from agent.wallbox.delivery import (
     Reprogram,
     WallboxDelivered,
@@ -243,12 +240,5 @@ class WallboxConnector:
         elif isinstance(action, StateChanged):
             log.info("pilot_state_changed", connector=self.id, old=action.old.name,
                      new=action.new.name, wallbox_value=self.machine.last_value)
-        elif isinstance(action, FaultRaised):
-            log.error("fault_raised", connector=self.id, code=str(action.code),
-                      detail=action.detail)
-        elif isinstance(action, FaultCleared):
-            log.info("fault_cleared", connector=self.id, code=str(action.code))
-        elif isinstance(action, OfferChanged):
-            log.info("offer_changed", connector=self.id, offered_a=action.offered_a)
-        elif isinstance(action, SessionEvent):
-            log.info("session_event", connector=self.id, kind=action.kind, reason=action.reason)
+        else:
+            log_session_note(log, self.id, action)
