@@ -149,6 +149,28 @@ def summary_line(result: RunResult) -> str:
     return f"{result.scenario.name}: {verdict} {ok}/{len(checks)} expectations{extra}"
 
 
+def log_excerpt(path: str | Path | None, limit: int = 40) -> str:
+    """What an installer reads first in an agent's JSON log: its warnings, errors and cleared
+    faults, one short line each (the last ``limit``), for a failing test's message: CI keeps
+    the message, not the log file."""
+    if path is None or not Path(path).is_file():
+        return "(no agent log)"
+    picked: list[str] = []
+    for raw in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("level") in ("warning", "error") or entry.get("event") == "fault_cleared":
+            stamp = str(entry.pop("timestamp", ""))[11:23]
+            event, level = entry.pop("event", "?"), entry.pop("level", "")
+            rest = " ".join(f"{k}={v}" for k, v in entry.items())
+            picked.append(f"{stamp} {level} {event} {rest}".rstrip())
+    return "\n".join(picked[-limit:]) or "(no warnings, errors or cleared faults)"
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from hil.gbt34657 import ITEMS, SCENARIOS, back_to_back
+from hil.report import log_excerpt
 from hil.scenario import load_scenario
 from hil.scenario_runner import run_scenario
 
@@ -39,7 +40,8 @@ async def test_the_demo_session_against_the_agent(tmp_path: Path) -> None:
               for c in result.checks if not c.passed]
     assert result.error is None, result.error
     assert result.checks, "a scenario without expectations proves nothing"
-    assert not failed, "\n".join(failed) + f"\nagent log: {result.agent_log}"
+    assert not failed, "\n".join(failed) + f"\nagent log: {result.agent_log}\n" + log_excerpt(
+        result.agent_log)
 
 
 async def test_the_twelve_items_back_to_back_on_one_agent(tmp_path: Path) -> None:
@@ -48,4 +50,5 @@ async def test_the_twelve_items_back_to_back_on_one_agent(tmp_path: Path) -> Non
     assert result.error is None, result.error
     failed = run.failures(result)
     assert len(run.first_step) == 12 and len(result.checks) >= 12 * 3
-    assert not failed, "\n".join(failed) + f"\nagent log: {result.agent_log}"
+    assert not failed, "\n".join(failed) + f"\nagent log: {result.agent_log}\n" + log_excerpt(
+        result.agent_log)
