@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import time
 from typing import TYPE_CHECKING
 
@@ -162,6 +163,14 @@ class RtuLink:
             self._loop.remove_writer(self._fd)
 
     def _expire(self, future: asyncio.Future[ModbusPDU]) -> None:
+        if not future.done():
+            # What the port already holds is read before "no answer" is said: after the agent
+            # was not scheduled, the expired timer can run before the read event of an answer
+            # that came in time (epoll reports the timeout first), and a healthy board read as
+            # silent opened a charging session (README decisions, "Pilot board lost"). Asked
+            # first: a tty in raw mode reads b"" when empty, which would mean "hung up".
+            if self._fd >= 0 and select.select([self._fd], [], [], 0)[0]:
+                self._on_readable()
         if not future.done():
             garbled = bool(self._buf)
             self.rx_frame = bytes(self._buf)

@@ -21,7 +21,8 @@ fast poll back for the next cycle.
 An input from outside the loop (a command, a meter reading) waits for the pilot poll when that
 poll is overdue (``_poll_first``): after the agent itself was not scheduled (a CPU quota spent,
 a stall), the first step is the board's fresh sample, not a command whose step would judge the
-board silent for the time the agent slept (README decisions, "Pilot board lost").
+board silent for the time the agent slept (README decisions, "Pilot board lost"). The loop's
+own relay step and deadline tick do the same after a stall within the cycle (``_sample_first``).
 """
 
 from __future__ import annotations
@@ -37,21 +38,16 @@ import structlog
 from agent.errors import DriverError
 from agent.pilot import (
     BoardStatus,
-    FaultCleared,
-    FaultRaised,
     MeterReadFailed,
-    OfferChanged,
     PilotMachine,
     PilotReadFailed,
     PilotSampled,
     RelayReadFailed,
     RelaySampled,
     ResetBoardFaults,
-    SessionEvent,
     SetContactor,
     SetDuty,
     SetLock,
-    StateChanged,
     Tick,
 )
 from agent.pilot.delivery import (
@@ -72,6 +68,7 @@ from agent.pilot.delivery import (
     Write,
 )
 from agent.shell.handle import ConnectorStats, EventSink, HardwareInfo
+from agent.shell.notelog import log_pilot_note
 from agent.shell.pollrate import pilot_idle, relay_idle
 from drivers.interfaces import Contactor, Meter, PilotBoard
 
@@ -197,10 +194,8 @@ class ConnectorController:
         relay_deferred = False
         while True:
             cycle_cpu.mark()
-            wrote = await self._poll_pilot()
-            now = self._polled_at = self._clock()
-            done, self._poll_done = self._poll_done, asyncio.Event()
-            done.set()
+            wrote = await self._pilot_cycle()
+            now = self._clock()
             relay_deferred = wrote and not relay_deferred  # see _poll_pilot
             if not relay_deferred and now >= self._relay_due:
                 self._relay_due = due = now + self.timing.relay_poll_s
@@ -210,6 +205,7 @@ class ConnectorController:
                         open_pending=self.core.open_pending):
                     self._relay_due = now + self.timing.relay_idle_poll_s
             if self._deadline is not None and self._clock() >= self._deadline:
+                await self._sample_first()
                 await self._step(Tick())
             self.stats.cycles += 1
             now = self.stats.last_cycle_at = self._clock()
@@ -246,14 +242,38 @@ class ConnectorController:
         find the board "silent" for as long as the agent slept. The poll goes first instead;
         if it does not come within the wait, the input is stepped anyway and the core judges as
         before: a board that does not answer is still lost within ``pilot_lost_s`` plus this
-        wait, and the control loop's own steps (a failed read, the deadline tick) are not
-        delayed at all."""
+        wait, and the control loop's own steps never wait for it (after a stall they read the
+        board themselves, ``_sample_first``; a failed read is stepped at once)."""
         if self._polled_at is None or self._clock() <= self._poll_due + POLL_OVERDUE_S:
             return
         self.stats.inputs_after_poll += 1
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.timing.poll_first_wait_s):
                 await self._poll_done.wait()
+
+    async def _pilot_cycle(self) -> bool:
+        """The loop's pilot poll and what waits on it; True when its step wrote."""
+        wrote = await self._poll_pilot()
+        self._polled_at = self._clock()
+        done, self._poll_done = self._poll_done, asyncio.Event()
+        done.set()
+        return wrote
+
+    async def _sample_first(self) -> None:
+        """Before a step of the loop's own (the relay read's, the deadline tick): read the
+        pilot board first when the core would judge it silent although its last read answered.
+
+        Within one cycle the pilot step comes first; the relay read and the tick follow it.
+        If the agent was not scheduled in between (a stall while a write or the relay read
+        was on the wire), that step would find no sample for the whole stall and open the
+        contactor on a board that is fine: one such stall of 120 ms right after a close held
+        a GB/T item-10 session off for the 60 s minimum off time (CI, 2026-12-05). The board
+        gets its read first, as outside inputs do (``_poll_first``). A board that does not
+        answer is judged by that read; after a failed read (``_pilot_ok`` false) there is no
+        extra read, so a silent board costs nothing more and opens as before."""
+        if self._pilot_ok and not self.machine.pilot_fresh(self._clock()):
+            self.stats.polls_after_stall += 1
+            await self._pilot_cycle()
 
     async def _poll_pilot(self) -> bool:
         """One pilot read and its step; True when the step wrote to a board. Then the relay
@@ -285,9 +305,11 @@ class ConnectorController:
             self.stats.relay_errors += 1
             self._relay_ok = False
             log.debug("relay_read_failed", connector=self.id, error=str(exc))
+            await self._sample_first()
             await self._step(RelayReadFailed())
             return
         self._relay_ok = True
+        await self._sample_first()
         await self._step(RelaySampled(inputs.contactor_closed, inputs.lock_engaged))
 
     async def _meter_loop(self) -> None:
@@ -374,31 +396,7 @@ class ConnectorController:
                 log.exception("event_sink_failed", connector=self.id, note=repr(note))
 
     def _log(self, action: Output) -> None:
-        cid = self.id
-        match action:
-            case SetContactor():
-                log.info("contactor_commanded", connector=cid, closed=action.closed)
-            case SetDuty():
-                log.info("pilot_duty_commanded", connector=cid, duty_permille=action.duty)
-            case SetLock():
-                log.info("lock_commanded", connector=cid, locked=action.locked)
-            case Resend():
-                log.warning("write_resent", connector=cid, action=repr(action.action),
-                            reason=action.reason, attempt=action.attempt)
-            case StateChanged():
-                log.info("pilot_state_changed", connector=cid, old=action.old.name,
-                         new=action.new.name, cp_mv=action.cp_mv)
-            case FaultRaised():
-                log.error("fault_raised", connector=cid, code=str(action.code),
-                          detail=action.detail)
-            case FaultCleared():
-                log.info("fault_cleared", connector=cid, code=str(action.code))
-            case OfferChanged():
-                log.info("offer_changed", connector=cid, offered_a=action.offered_a)
-            case SessionEvent():
-                log.info("session_event", connector=cid, kind=action.kind, reason=action.reason)
-            case MeterFrozen():
-                log.error("meter_frozen", connector=cid, reads=action.reads)
-            case DutyMismatch():
-                log.warning("duty_mismatch", connector=cid, actual=action.actual,
-                            commanded=action.commanded)
+        if isinstance(action, SetContactor):
+            log.info("contactor_commanded", connector=self.id, closed=action.closed)
+        else:
+            log_pilot_note(log, self.id, action)

@@ -46,6 +46,7 @@ class ConnectorStats:
     contactor_closes: int = 0  # close commands since start (wear; the status page and metrics)
     cycle_cpu: CycleCpu = field(default_factory=CycleCpu)  # CPU per poll cycle (the bench)
     inputs_after_poll: int = 0  # outside inputs that waited for an overdue pilot poll
+    polls_after_stall: int = 0  # loop steps that read the pilot board first (a stall)
 
 
 class ConnectorCore(Protocol):

@@ -34,6 +34,7 @@ def connector_status(ctl: ConnectorHandle) -> dict[str, Any]:
         "cycles": ctl.stats.cycles,
         "cycleCpuUs": ctl.stats.cycle_cpu.snapshot(),  # histogram: bucket's lower edge -> count
         "inputsAfterPoll": ctl.stats.inputs_after_poll,  # waited for an overdue pilot poll
+        "pollsAfterStall": ctl.stats.polls_after_stall,  # loop steps that read the board first
         "errors": {
             "pilot": ctl.stats.pilot_errors,
             "relay": ctl.stats.relay_errors,

@@ -210,3 +210,19 @@ async def test_missing_port_at_start_and_stopped_bus(tmp_path: Path) -> None:
         await bus.read(1, 3, 0, 1)
     with pytest.raises(ValueError):
         await bus.read(1, 3, 0, 126)
+
+
+async def test_an_answer_already_on_the_port_when_the_timer_runs_is_taken() -> None:
+    # After the agent was not scheduled, epoll can report the expired timer before the read
+    # event of an answer that came in time: the link reads the port before it says "no
+    # answer". The read event is withheld here (the reader removed) to put the timer first.
+    async with rig([device(METER)], timeout_s=0.1) as r:
+        link = r.bus.line.link
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(link._fd)  # type: ignore[union-attr]
+        try:
+            assert await r.bus.read(METER, 3, 0, 2) == expected(METER, 0, 2)
+        finally:
+            loop.add_reader(link._fd, link._on_readable)  # type: ignore[union-attr]
+        assert r.bus.stats.timeouts == 0
+        assert await r.bus.read(METER, 3, 4, 2) == expected(METER, 4, 2)

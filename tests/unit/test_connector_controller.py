@@ -44,11 +44,18 @@ class Boards:
     pilot_hung: bool = False  # a pilot read never returns (the control loop is stuck in it)
     in_hung_read: bool = False
     ops: list[str] = field(default_factory=list)  # reads and writes, in the order they came
+    on_op: dict[str, Callable[[], None]] = field(default_factory=dict)  # once, at that op
     opens: int = 0  # set_contactor(False) attempts
     duty_writes: list[int] = field(default_factory=list)
     heartbeats: int = 0
     _energy: float = 0.0
     _reading: MeterReading | None = None
+
+    def _did(self, op: str) -> None:
+        self.ops.append(op)
+        hook = self.on_op.pop(op, None)
+        if hook is not None:
+            hook()
 
     # PilotBoard
     async def read_sample(self) -> PilotBoardSample:
@@ -79,7 +86,7 @@ class Boards:
 
     # Contactor
     async def set_contactor(self, closed: bool) -> None:
-        self.ops.append("close" if closed else "open")
+        self._did("close" if closed else "open")
         self.opens += not closed
         if self.relay_fails:
             self.relay_fails -= 1
@@ -92,7 +99,7 @@ class Boards:
     async def read_inputs(self) -> RelayInputs:
         if self.relay_silent:
             raise DriverIOError("no answer", bus="control", unit=2)
-        self.ops.append("relay")
+        self._did("relay")
         return RelayInputs(self.coil, self.lock)
 
     # Meter
@@ -306,3 +313,59 @@ async def test_after_the_contactor_open_the_next_pilot_sample_comes_before_the_r
                     and "relay" in boards.ops[boards.ops.index("open", start):])
     after = boards.ops[boards.ops.index("open", start) + 1:]
     assert after[0] == "pilot"  # not the mirror-contact read that the open makes due
+
+
+async def test_a_stall_while_the_relay_read_is_on_the_wire_reads_the_pilot_before_its_step(
+        ) -> None:
+    """The loop's own steps come after its pilot step; a stall between them (here while the
+    relay read is on the wire) must not make the relay step judge the board silent."""
+    boards, notes = Boards(), []  # type: ignore[var-annotated]
+    async with after_a_skip(boards, 60.0, notes) as (ctl, clock):
+        boards.on_op["relay"] = lambda: clock.skip(SETTINGS.pilot_lost_s + 1.0)
+        await until(lambda: "relay" not in boards.on_op and ctl.stats.cycles > 0)
+        stalled = len(boards.ops) - 1 - boards.ops[::-1].index("relay")
+        await until(lambda: len(boards.ops) > stalled + 1)
+        assert boards.ops[stalled + 1] == "pilot"  # read first, then the relay step
+        assert ctl.stats.polls_after_stall >= 1
+        assert FaultCode.PILOT_BOARD_LOST not in ctl.machine.active_faults
+        assert boards.coil
+    assert not [n for n in notes if isinstance(n, FaultRaised)]
+
+
+async def test_a_stall_in_the_close_write_reads_the_pilot_before_the_deadline_tick() -> None:
+    """The CI case: the agent was not scheduled right after it closed the contactor; the
+    cycle's deadline tick found no sample for the whole stall and opened a healthy session."""
+    settings = dataclasses.replace(SETTINGS, contactor_feedback_timeout_s=4.0)
+    clock = SkippingClock()
+    boards, notes = Boards(), []  # type: ignore[var-annotated]
+    ctl = ConnectorController(1, PilotMachine(settings), boards, boards, boards, TIMING,
+                              clock=clock)
+    ctl.on_event = lambda _cid, note, _now: notes.append(note)
+    boards.on_op["close"] = lambda: clock.skip(settings.pilot_lost_s + 1.0)
+    await ctl.drive_safe_state()
+    task = asyncio.get_running_loop().create_task(ctl.run())
+    try:
+        await charging(boards, ctl)
+        await until(lambda: ctl.stats.polls_after_stall >= 1 and "relay" in boards.ops[
+            boards.ops.index("close"):])
+        assert FaultCode.PILOT_BOARD_LOST not in ctl.machine.active_faults
+        assert boards.coil and ctl.machine.contactor_commanded
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert not [n for n in notes if isinstance(n, FaultRaised)]
+
+
+async def test_a_board_silent_after_a_stall_is_still_judged_by_its_failed_read() -> None:
+    boards, notes = Boards(), []  # type: ignore[var-annotated]
+    async with after_a_skip(boards, 60.0, notes) as (ctl, clock):
+
+        def stall_and_die() -> None:
+            clock.skip(SETTINGS.pilot_lost_s + 1.0)
+            boards.pilot_silent = True
+        boards.on_op["relay"] = stall_and_die
+        await until(lambda: not boards.coil)
+        assert FaultCode.PILOT_BOARD_LOST in ctl.machine.active_faults
+    assert any(isinstance(n, FaultRaised) and n.code is FaultCode.PILOT_BOARD_LOST
+               for n in notes)
